@@ -1,0 +1,1 @@
+"""The opcode server: Starlette app (MCP transports, health) and the click CLI."""

@@ -1,0 +1,1 @@
+"""Built-in step types, one plugin each."""
