@@ -94,4 +94,7 @@ class StepTypeSpec:
     # Step types that need `action` set (the action step type) say so for validation.
     requires_action: bool = False
     essential: bool = False
+    # Nested step lists in a config, as (id segment, raw steps) pairs, so validation and diagrams
+    # can walk them without knowing the step type (condition branches, loop body, parallel branches).
+    nested_steps: Callable[[JSON], list[tuple[str, list[JSON]]]] | None = None
     plugin: str | None = field(default=None, compare=False)

@@ -1,0 +1,119 @@
+"""The action and step-type registries, assembled from the plugins' register hooks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pluggy
+from jsonschema import Draft202012Validator
+
+from opcode_core.errors import ACTION_UNAVAILABLE, ConfigError, OpcodeError, ValidationError
+from opcode_core.plugins import PluginReport
+from opcode_core.settings import Settings
+from opcode_core.specs import ActionSpec, StepTypeSpec
+
+
+class DuplicateNameError(ConfigError):
+    """Two plugins registered the same action or step-type name."""
+
+
+class Registry:
+    """Actions and step types by name, each remembering the plugin that provided it."""
+
+    def __init__(self, actions: dict[str, ActionSpec], step_types: dict[str, StepTypeSpec]) -> None:
+        self.actions = actions
+        self.step_types = step_types
+        self.duplicates: list[str] = []
+        self._validators: dict[str, Draft202012Validator] = {}
+
+    @classmethod
+    def from_plugins(cls, pm: pluggy.PluginManager, report: PluginReport, settings: Settings) -> Registry:
+        """Call every plugin's register hooks; a hook that raises marks its plugin failed."""
+        registry = cls({}, {})
+        registry._collect(pm, report, settings, "opcode_register_actions", registry.actions, "actions")
+        registry._collect(pm, report, settings, "opcode_register_step_types", registry.step_types, "step_types")
+        return registry
+
+    def _collect(
+        self,
+        pm: pluggy.PluginManager,
+        report: PluginReport,
+        settings: Settings,
+        hook_name: str,
+        into: dict[str, Any],
+        attr: str,
+    ) -> None:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            name = impl.plugin_name
+            try:
+                specs = impl.function(**{a: settings for a in impl.argnames if a == "settings"}) or []
+                for spec in specs:
+                    _check_spec(spec, name)
+            except Exception as exc:
+                report.mark_failed(name, exc)
+                continue
+            for spec in specs:
+                if spec.name in into:
+                    other = into[spec.name].plugin
+                    kind = "action" if attr == "actions" else "step type"
+                    self.duplicates.append(
+                        f"{kind} {spec.name!r} is registered by both plugin {other!r} and plugin {name!r}"
+                    )
+                    continue
+                into[spec.name] = replace(spec, plugin=name)
+                if name in report.plugins:
+                    getattr(report.plugins[name], attr).append(spec.name)
+
+    def raise_on_duplicates(self) -> None:
+        """Stop start-up when two plugins claimed the same name."""
+        if self.duplicates:
+            raise DuplicateNameError("; ".join(self.duplicates))
+
+    def action(self, name: str) -> ActionSpec:
+        """The action called `name`, or ACTION_UNAVAILABLE."""
+        try:
+            return self.actions[name]
+        except KeyError:
+            raise OpcodeError(ACTION_UNAVAILABLE, f"action {name!r} is not available") from None
+
+    def validate_params(self, spec: ActionSpec, params: Any, *, path: str = "params") -> None:
+        """Check params against the action's JSON Schema; every problem is listed with its path."""
+        validator = self._validators.get(spec.name)
+        if validator is None:
+            validator = self._validators[spec.name] = Draft202012Validator(spec.params_schema)
+        problems = [
+            {"path": _join_path(path, err.absolute_path), "message": err.message}
+            for err in sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
+        ]
+        if problems:
+            summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
+            raise ValidationError(f"invalid params for {spec.name}: {summary}", problems)
+
+    def describe_actions(self, name: str | None = None, plugin: str | None = None) -> list[dict[str, Any]]:
+        """Actions with description and params schema, for agents writing workflows."""
+        rows = []
+        for spec in sorted(self.actions.values(), key=lambda s: s.name):
+            if name and not (spec.name == name or spec.name.startswith(name.rstrip(".") + ".")):
+                continue
+            if plugin and spec.plugin != plugin:
+                continue
+            row = {"name": spec.name, "plugin": spec.plugin, "description": spec.description,
+                   "params_schema": spec.params_schema}
+            if spec.output_schema:
+                row["output_schema"] = spec.output_schema
+            rows.append(row)
+        return rows
+
+
+def _check_spec(spec: Any, plugin: str) -> None:
+    if not isinstance(spec, ActionSpec | StepTypeSpec):
+        raise TypeError(f"plugin {plugin!r} returned {type(spec).__name__}, not an ActionSpec/StepTypeSpec")
+    Draft202012Validator.check_schema(spec.params_schema if isinstance(spec, ActionSpec) else spec.config_schema)
+
+
+def _join_path(prefix: str, parts: Any) -> str:
+    out = prefix
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
