@@ -1,0 +1,62 @@
+"""RunServices: what an action may ask of the runtime for its own run (`ctx.runtime`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opcode_core.errors import NOT_FOUND, OpcodeError
+
+if TYPE_CHECKING:
+    from opcode_core.runtime import Runtime
+
+
+class RunServicesImpl:
+    """The runtime's services bound to one run."""
+
+    def __init__(self, runtime: Runtime, workflow_id: str, agent_id: str) -> None:
+        self.runtime = runtime
+        self.workflow_id = workflow_id
+        self.agent_id = agent_id
+
+    def _run(self) -> Any:
+        run = self.runtime.runs.get(self.workflow_id)
+        if run is None:
+            raise OpcodeError(NOT_FOUND, f"workflow {self.workflow_id} is not running")
+        return run
+
+    async def emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        """Record a `custom_event`."""
+        await self._run().emit("custom_event", None, {"event_type": event_type, "payload": payload})
+
+    async def get_context(self) -> dict[str, Any]:
+        """The run's context."""
+        return dict(self._run().scope.context)
+
+    async def update_context(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Merge values into the run's context, persist it and record `variable_set`."""
+        run = self._run()
+        context = {**run.scope.context, **values}
+        run.scope.context = context
+        await self.runtime.db(self.runtime.store.set_context, self.workflow_id, context)
+        await run.emit("variable_set", None, {"values": values})
+        return context
+
+    async def notify(self, message: str, data: Any = None) -> bool:
+        """Push a notification to the run's agent; False when no session is connected."""
+        if self.runtime.notifier is None:
+            return False
+        payload = {"message": message, "workflow_id": self.workflow_id, "data": data}
+        return bool(await self.runtime.notifier(self.agent_id, payload))
+
+    async def run_child(self, template_name: str, *, version: str | None, params: dict[str, Any]) -> dict[str, Any]:
+        """Run a template as a child of this run and wait for its result."""
+        from opcode_core import service
+
+        return await service.run_workflow(
+            self.runtime,
+            template_name=template_name,
+            agent_id=self.agent_id,
+            version=version,
+            params=params,
+            parent_workflow_id=self.workflow_id,
+        )

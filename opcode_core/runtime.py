@@ -1,0 +1,154 @@
+"""The runtime: plugins, registry, store, event writer, and the task group every run executes in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from opcode_core.engine.executor import WorkflowRun
+from opcode_core.errors import ConfigError
+from opcode_core.plugins import PluginReport, build_plugin_manager
+from opcode_core.registry import Registry
+from opcode_core.run_services import RunServicesImpl
+from opcode_core.settings import Settings
+from opcode_core.store.store import Store
+from opcode_core.store.writer import DbRunner, EventWriter
+
+log = logging.getLogger("opcode.runtime")
+
+ESSENTIAL_STEP_TYPES = ("action",)
+Observer = Callable[[dict[str, Any]], None]
+
+
+def load_registry(settings: Settings) -> tuple[Any, PluginReport, Registry]:
+    """Build the plugin manager and the registry; raise ConfigError when start-up must stop."""
+    pm, report = build_plugin_manager(settings)
+    registry = Registry.from_plugins(pm, report, settings)
+    if report.unknown_names:
+        raise ConfigError(
+            f"configured plugin(s) not installed: {', '.join(report.unknown_names)} "
+            f"(available: {', '.join(sorted(report.plugins))})"
+        )
+    registry.raise_on_duplicates()
+    if settings.plugins.strict and report.failed():
+        raise ConfigError("; ".join(f"plugin {p.name} failed: {p.error}" for p in report.failed()))
+    for name in ESSENTIAL_STEP_TYPES:
+        if name not in registry.step_types:
+            off = [p.name for p in report.plugins.values() if p.status != "loaded"]
+            raise ConfigError(
+                f"the essential step type {name!r} is provided by no loaded plugin; "
+                f"it cannot be disabled (not loaded: {', '.join(off) or 'none'})"
+            )
+    return pm, report, registry
+
+
+class Runtime:
+    """Everything a server or a CLI command needs to define and run workflows."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pm: Any = None
+        self.report: PluginReport | None = None
+        self.registry: Registry | None = None
+        self.store: Store | None = None
+        self.runner: DbRunner | None = None
+        self.writer: EventWriter | None = None
+        self.pool = asyncio.Semaphore(settings.pool_size)
+        self.runs: dict[str, WorkflowRun] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._observers: list[Observer] = []
+        self._group: asyncio.TaskGroup | None = None
+        # The server installs a notifier that reaches connected MCP sessions; none by default.
+        self.notifier: Callable[[str, dict[str, Any]], Any] | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Runtime]:
+        """Start the runtime, hold the task group runs execute in, stop on exit."""
+        await self.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                try:
+                    yield self
+                finally:
+                    self._group = None
+                    for task in self.tasks.values():
+                        task.cancel()
+        finally:
+            await self.stop()
+
+    def load_plugins(self) -> None:
+        """Load plugins and build the registry once; ConfigError when start-up must stop."""
+        if self.registry is None:
+            self.pm, self.report, self.registry = load_registry(self.settings)
+
+    async def start(self) -> None:
+        """Load plugins, open the store and start the event writer."""
+        self.load_plugins()
+        url = self.settings.database_url
+        self.store = await asyncio.to_thread(Store.open, url) if url.startswith("postgres") else Store.open(url)
+        self.runner = DbRunner.for_store(self.store)
+        self.writer = EventWriter(self.runner, observers=[self._dispatch_event])
+        await self.writer.start()
+        for result in self.pm.hook.opcode_startup(runtime=self):
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def stop(self) -> None:
+        """Flush events, run shut-down hooks and close the store."""
+        if self.pm is not None:
+            for result in self.pm.hook.opcode_shutdown(runtime=self):
+                if asyncio.iscoroutine(result):
+                    await result
+        if self.writer is not None:
+            await self.writer.close()
+        if self.runner is not None:
+            self.runner.close()
+        if self.store is not None:
+            self.store.close()
+
+    async def db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call a Store method the way this database wants (inline for SQLite, on the DB thread for PG)."""
+        assert self.runner is not None
+        return await self.runner.call(fn, *args, **kwargs)
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Receive every durable event; returns the function that unsubscribes."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def _dispatch_event(self, event: dict[str, Any]) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                log.exception("event observer failed")
+        self.pm.hook.opcode_workflow_event(event=event)
+
+    def services_for(self, workflow_id: str, agent_id: str) -> RunServicesImpl:
+        """The RunServices actions of one run get as `ctx.runtime`."""
+        return RunServicesImpl(self, workflow_id, agent_id)
+
+    def start_run(self, run: WorkflowRun) -> asyncio.Task[None]:
+        """Execute a run in the runtime's task group, never in a caller's task."""
+        wid = run.info.workflow_id
+        self.runs[wid] = run
+
+        async def guarded() -> None:
+            try:
+                await run.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                run.log.exception("run crashed")
+            finally:
+                self.runs.pop(wid, None)
+                self.tasks.pop(wid, None)
+
+        coro = guarded()
+        task = self._group.create_task(coro) if self._group is not None else asyncio.create_task(coro)
+        self.tasks[wid] = task
+        return task

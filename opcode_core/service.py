@@ -1,0 +1,260 @@
+"""Service functions: the one API that MCP tools, the CLI and the panel all call."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from opcode_core.engine.definition import WorkflowDef, load_definition
+from opcode_core.engine.executor import RunInfo, WorkflowRun
+from opcode_core.errors import NOT_FOUND, NOT_SUPPORTED, VALIDATION_ERROR, OpcodeError, ValidationError
+from opcode_core.runtime import Runtime
+
+RESOURCES = ("workflows", "events", "templates", "actions")
+STATUS_EVENTS = 100
+
+
+async def define_template(
+    rt: Runtime,
+    *,
+    name: str,
+    definition: dict[str, Any],
+    agent_id: str,
+    description: str | None = None,
+    input_schema: dict[str, Any] | None = None,
+    output_schema: dict[str, Any] | None = None,
+    triggers: dict[str, Any] | None = None,
+    validate_only: bool = False,
+) -> dict[str, Any]:
+    """Validate a definition and store it as the next version of template `name`."""
+    if not name or not name.strip():
+        raise ValidationError("name must not be empty", [{"path": "name", "message": "must not be empty"}])
+    load_definition(definition, rt.registry)
+    for field_name, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
+        _check_schema(field_name, schema)
+    if validate_only:
+        return {"name": name, "valid": True, "version": None}
+    await rt.db(rt.store.ensure_agent, agent_id)
+    version = await rt.db(
+        rt.store.create_template,
+        name,
+        definition,
+        agent_id,
+        description=description,
+        input_schema=input_schema,
+        output_schema=output_schema,
+        triggers=triggers,
+    )
+    return {"name": name, "version": version}
+
+
+async def run_workflow(
+    rt: Runtime,
+    *,
+    template_name: str,
+    agent_id: str,
+    version: str | None = None,
+    params: dict[str, Any] | None = None,
+    wait: bool = True,
+    idempotency_key: str | None = None,
+    parent_workflow_id: str | None = None,
+) -> dict[str, Any]:
+    """Start a run of a stored template; with `wait`, answer once it completes, fails or suspends."""
+    template = await rt.db(rt.store.get_template, template_name, version)
+    if template is None:
+        which = f"version {version} of " if version else ""
+        raise OpcodeError(NOT_FOUND, f"{which}template {template_name!r} not found")
+    await rt.db(rt.store.ensure_agent, agent_id)
+    if idempotency_key:
+        existing = await rt.db(rt.store.find_workflow_by_idempotency_key, agent_id, idempotency_key)
+        if existing is not None:
+            return await _answer_for_existing(rt, existing["id"], wait)
+    params = params or {}
+    if template.get("input_schema"):
+        _validate_against("params", template["input_schema"], params)
+    definition = load_definition(template["definition"], rt.registry)
+    return await start_run(
+        rt,
+        definition=definition,
+        name=template_name,
+        template_name=template_name,
+        template_version=template["version"],
+        agent_id=agent_id,
+        params=params,
+        wait=wait,
+        idempotency_key=idempotency_key,
+        parent_workflow_id=parent_workflow_id,
+    )
+
+
+async def start_run(
+    rt: Runtime,
+    *,
+    definition: WorkflowDef,
+    name: str,
+    agent_id: str,
+    params: dict[str, Any],
+    template_name: str | None = None,
+    template_version: str | None = None,
+    wait: bool = True,
+    idempotency_key: str | None = None,
+    parent_workflow_id: str | None = None,
+) -> dict[str, Any]:
+    """Record a new run, execute it in the runtime's task group, and answer as `opcode.run` does."""
+    workflow_id = str(uuid.uuid4())
+    await rt.db(
+        rt.store.create_workflow,
+        id=workflow_id,
+        name=name,
+        template_name=template_name,
+        template_version=template_version,
+        definition=definition.raw,
+        agent_id=agent_id,
+        input_params=params,
+        parent_workflow_id=parent_workflow_id,
+        idempotency_key=idempotency_key,
+    )
+    run = WorkflowRun(
+        info=RunInfo(workflow_id, name, template_name, template_version, agent_id),
+        definition=definition,
+        params=params,
+        registry=rt.registry,
+        emit=rt.writer.append,
+        pool=rt.pool,
+        services=rt.services_for(workflow_id, agent_id),
+        plugin_settings=rt.settings.plugin_config,
+    )
+    task = rt.start_run(run)
+    if not wait:
+        return {"workflow_id": workflow_id, "status": "active", "output": None, "started_at": None, "steps": {}}
+    # Shielded: a client that disconnects cancels its own wait, never the run.
+    await asyncio.shield(task)
+    return run.result()
+
+
+async def _answer_for_existing(rt: Runtime, workflow_id: str, wait: bool) -> dict[str, Any]:
+    task = rt.tasks.get(workflow_id)
+    run = rt.runs.get(workflow_id)
+    if task is not None and run is not None and wait:
+        await asyncio.shield(task)
+        return run.result()
+    status = await workflow_status(rt, workflow_id=workflow_id)
+    wf = status["workflow"]
+    out = {k: wf.get(k) for k in ("workflow_id", "status", "output", "started_at", "completed_at")}
+    out["steps"] = status["steps"]
+    if wf.get("error"):
+        out["error"] = wf["error"]
+    return out
+
+
+async def workflow_status(rt: Runtime, *, workflow_id: str) -> dict[str, Any]:
+    """A run's status, steps, pending decisions, context and its latest events."""
+    await rt.writer.drain()
+    wf = await rt.db(rt.store.get_workflow, workflow_id)
+    if wf is None:
+        raise OpcodeError(NOT_FOUND, f"workflow {workflow_id!r} not found")
+    states = await rt.db(rt.store.get_step_states, workflow_id)
+    events = await rt.db(rt.store.list_events, workflow_id=workflow_id, limit=STATUS_EVENTS, newest_first=True)
+    total = await rt.db(rt.store.count_events, workflow_id)
+    context = await rt.db(rt.store.get_context, workflow_id)
+    steps = {}
+    for sid, st in states.items():
+        entry = {"step_id": sid, "status": st["status"], "output": st.get("output"),
+                 "duration_ms": st.get("duration_ms")}
+        if st.get("error"):
+            entry["error"] = st["error"]
+        steps[sid] = entry
+    summary = {
+        "workflow_id": wf["id"],
+        "name": wf.get("name"),
+        "template_name": wf.get("template_name"),
+        "template_version": wf.get("template_version"),
+        "agent_id": wf.get("agent_id"),
+        "status": wf["status"],
+        "output": wf.get("output"),
+        "error": wf.get("error"),
+        "created_at": wf.get("created_at"),
+        "started_at": wf.get("started_at"),
+        "completed_at": wf.get("completed_at"),
+    }
+    return {
+        "workflow_id": wf["id"],
+        "status": wf["status"],
+        "workflow": summary,
+        "steps": steps,
+        "pending_decisions": [],
+        "context": context or (wf.get("definition") or {}).get("context") or {},
+        "events": list(reversed(events)),
+        "events_total": total,
+    }
+
+
+async def query(rt: Runtime, *, resource: str, filter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """List workflows, events, templates or actions, answered as `{resource: [...]}`."""
+    f = dict(filter or {})
+    limit = f.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValidationError("filter.limit must be a positive integer",
+                              [{"path": "filter.limit", "message": "must be a positive integer"}])
+    if resource == "workflows":
+        await rt.writer.drain()
+        rows = await rt.db(rt.store.list_workflows, status=f.get("status"), agent_id=f.get("agent_id"),
+                           since=f.get("since"), limit=limit or 100)
+        return {"workflows": [_workflow_row(r) for r in rows]}
+    if resource == "events":
+        if not f.get("workflow_id") and not f.get("event_type"):
+            raise ValidationError("an events query needs filter.workflow_id or filter.event_type",
+                                  [{"path": "filter", "message": "needs workflow_id or event_type"}])
+        await rt.writer.drain()
+        rows = await rt.db(rt.store.list_events, workflow_id=f.get("workflow_id"), step_id=f.get("step_id"),
+                           event_type=f.get("event_type"), since=f.get("since"), limit=limit)
+        return {"events": rows}
+    if resource == "templates":
+        rows = await rt.db(rt.store.list_templates, name=f.get("name"), agent_id=f.get("agent_id"),
+                           limit=limit or 100)
+        return {"templates": rows}
+    if resource == "actions":
+        return {"actions": rt.registry.describe_actions(name=f.get("name"), plugin=f.get("plugin"))}
+    raise ValidationError(f"unknown resource {resource!r} (expected one of {', '.join(RESOURCES)})",
+                          [{"path": "resource", "message": f"expected one of {', '.join(RESOURCES)}"}])
+
+
+async def send_signal(rt: Runtime, **_: Any) -> dict[str, Any]:
+    """Signals arrive with the workflow-language and durability work; refused clearly until then."""
+    raise OpcodeError(NOT_SUPPORTED, "opcode.signal is not yet supported by this server")
+
+
+async def render_diagram(rt: Runtime, **_: Any) -> dict[str, Any]:
+    """Diagrams arrive with the operations work; refused clearly until then."""
+    raise OpcodeError(NOT_SUPPORTED, "opcode.diagram is not yet supported by this server")
+
+
+def _workflow_row(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "template_name", "template_version", "status", "agent_id", "parent_workflow_id",
+            "output", "error", "created_at", "started_at", "completed_at")
+    return {"workflow_id": row["id"], **{k: row.get(k) for k in keys}}
+
+
+def _check_schema(field_name: str, schema: Any) -> None:
+    if schema is None:
+        return
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValidationError(f"{field_name} is not a valid JSON Schema: {exc.message}",
+                              [{"path": field_name, "message": exc.message}]) from None
+
+
+def _validate_against(path: str, schema: dict[str, Any], value: Any) -> None:
+    problems = []
+    for err in Draft202012Validator(schema).iter_errors(value):
+        where = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        problems.append({"path": where, "message": err.message})
+    if problems:
+        summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
+        raise OpcodeError(VALIDATION_ERROR, f"params do not match the template's input_schema: {summary}",
+                          details={"problems": problems})
