@@ -1,0 +1,96 @@
+"""The MCP server: the six tools as thin shells over the service functions, with our error mapping."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mcp.types as types
+from jsonschema import Draft202012Validator
+from mcp import MCPError
+from mcp.server import Server, ServerRequestContext
+
+from opcode_core import __version__, service
+from opcode_core.errors import OpcodeError, ValidationError
+from opcode_core.runtime import Runtime
+from opcode_server.tool_schemas import INSTRUCTIONS, TOOLS
+
+log = logging.getLogger("opcode.mcp")
+
+Handler = Callable[..., Awaitable[dict[str, Any]]]
+
+HANDLERS: dict[str, Handler] = {
+    "opcode.define": service.define_template,
+    "opcode.run": service.run_workflow,
+    "opcode.status": service.workflow_status,
+    "opcode.signal": service.send_signal,
+    "opcode.query": service.query,
+    "opcode.diagram": service.render_diagram,
+}
+
+_VALIDATORS = {name: Draft202012Validator(tool["input_schema"]) for name, tool in TOOLS.items()}
+_TOOL_LIST = [
+    types.Tool(name=name, description=tool["description"], input_schema=tool["input_schema"])
+    for name, tool in TOOLS.items()
+]
+
+
+def check_arguments(tool: str, arguments: Any) -> dict[str, Any]:
+    """Validate tool arguments against the tool's input schema; every problem is listed with its path."""
+    problems = []
+    for err in sorted(_VALIDATORS[tool].iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path))):
+        path = "arguments" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        problems.append({"path": path, "message": err.message})
+    if problems:
+        summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
+        raise ValidationError(f"invalid arguments for {tool}: {summary}", problems)
+    return arguments
+
+
+def tool_result(obj: dict[str, Any]) -> types.CallToolResult:
+    """A successful result: the JSON as text and as structured content."""
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(obj, default=str))], structured_content=obj
+    )
+
+
+def tool_error(error: OpcodeError) -> types.CallToolResult:
+    """A tool error whose text starts with `[CODE]`, carrying the structured error object."""
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=str(error))],
+        structured_content={"error": error.to_dict()},
+        is_error=True,
+    )
+
+
+def build_mcp_server(runtime: Runtime) -> Server[Any]:
+    """The low-level MCP server behind both transports."""
+
+    async def on_list_tools(ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=_TOOL_LIST)
+
+    async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        handler = HANDLERS.get(params.name)
+        if handler is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
+        arguments = params.arguments if params.arguments is not None else {}
+        if not isinstance(arguments, dict):
+            raise MCPError(code=types.INVALID_PARAMS, message="arguments must be an object")
+        try:
+            check_arguments(params.name, arguments)
+            return tool_result(await handler(runtime, **arguments))
+        except OpcodeError as exc:
+            return tool_error(exc)
+        except Exception as exc:  # never let one escape: the SDK would send it as a JSON-RPC error
+            log.exception("tool %s failed", params.name)
+            return tool_error(OpcodeError("EXECUTION_ERROR", f"internal error: {type(exc).__name__}: {exc}"))
+
+    return Server(
+        "opcode",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+    )
