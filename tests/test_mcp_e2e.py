@@ -1,0 +1,186 @@
+"""End to end: the official mcp client, over both transports, against a real `opcode serve` process."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import ClientSession, MCPError
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+pytestmark = pytest.mark.slow
+
+FOUR_STEPS = {
+    "context": {"intent": "e2e"},
+    "steps": [
+        {"id": "digest", "action": "crypto.hash", "params": {"data": "${{inputs.text}}"}},
+        {"id": "count", "action": "shell.exec", "params": {"command": "echo", "args": ['{"n": 41}']}},
+        {
+            "id": "combine",
+            "action": "workflow.log",
+            "depends_on": ["digest", "count"],
+            "params": {"message": "hash=${{steps.digest.output.hash}} n=${{steps.count.output.stdout.n}}"},
+        },
+        {
+            "id": "echo-hash",
+            "action": "shell.exec",
+            "depends_on": ["combine"],
+            "params": {
+                "command": "sh",
+                "args": ["-c", "printf '%s' \"$H\""],
+                "env": {"H": "${{steps.digest.output.hash}}"},
+            },
+        },
+    ],
+}
+
+
+@asynccontextmanager
+async def connect(server: Any, transport: str) -> AsyncIterator[ClientSession]:
+    """An initialized client session over the named transport."""
+    if transport == "sse":
+        async with sse_client(server.sse_url) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+    else:
+        async with httpx2.AsyncClient() as http, streamable_http_client(server.mcp_url, http_client=http) as (
+            read,
+            write,
+        ), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+
+
+async def call(session: ClientSession, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Call a tool that must succeed and return its structured content."""
+    result = await session.call_tool(tool, args)
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+async def call_error(session: ClientSession, tool: str, args: dict[str, Any]) -> str:
+    """Call a tool that must fail with a tool error and return its text."""
+    result = await session.call_tool(tool, args)
+    assert result.is_error, result.structured_content
+    return result.content[0].text
+
+
+@pytest.mark.parametrize("transport", ["sse", "streamable_http"])
+async def test_define_run_status_query(server: Any, transport: str) -> None:
+    name = f"four-steps-{transport}"
+    async with connect(server, transport) as session:
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+        assert set(tools) == {"opcode.define", "opcode.run", "opcode.status", "opcode.signal",
+                              "opcode.query", "opcode.diagram"}
+        assert tools["opcode.run"].input_schema["required"] == ["template_name", "agent_id"]
+
+        defined = await call(session, "opcode.define", {"name": name, "definition": FOUR_STEPS, "agent_id": "e2e"})
+        assert defined == {"name": name, "version": "v1"}
+
+        run = await call(session, "opcode.run",
+                         {"template_name": name, "agent_id": "e2e", "params": {"text": "hello"}})
+        expected = hashlib.sha256(b"hello").hexdigest()
+        assert run["status"] == "completed", run
+        assert {sid: s["status"] for sid, s in run["steps"].items()} == {
+            "digest": "completed", "count": "completed", "combine": "completed", "echo-hash": "completed"}
+        assert run["steps"]["digest"]["output"]["hash"] == expected
+        assert run["steps"]["count"]["output"]["stdout"] == {"n": 41}
+        assert run["steps"]["echo-hash"]["output"]["stdout_raw"] == expected
+        assert run["output"]["stdout_raw"] == expected  # the single terminal step's output
+        assert run["started_at"] and run["completed_at"]
+
+        status = await call(session, "opcode.status", {"workflow_id": run["workflow_id"]})
+        assert status["status"] == "completed"
+        assert status["steps"]["combine"]["status"] == "completed"
+        assert status["context"] == {"intent": "e2e"}
+        types = [e["event_type"] for e in status["events"]]
+        assert types[0] == "workflow_started" and types[-1] == "workflow_completed"
+        assert types.count("step_completed") == 4
+        assert status["events_total"] == len(status["events"])
+        sequences = [e["sequence"] for e in status["events"]]
+        assert sequences == list(range(1, len(sequences) + 1))
+        # "combine" started only after both of its dependencies completed
+        order = [(e["event_type"], e["step_id"]) for e in status["events"]]
+        assert order.index(("step_started", "combine")) > order.index(("step_completed", "digest"))
+        assert order.index(("step_started", "combine")) > order.index(("step_completed", "count"))
+
+        workflows = await call(session, "opcode.query", {"resource": "workflows", "filter": {"agent_id": "e2e"}})
+        assert run["workflow_id"] in {w["workflow_id"] for w in workflows["workflows"]}
+        events = await call(session, "opcode.query", {
+            "resource": "events", "filter": {"workflow_id": run["workflow_id"], "event_type": "step_completed"}})
+        assert sorted(e["step_id"] for e in events["events"]) == ["combine", "count", "digest", "echo-hash"]
+
+        again = await call(session, "opcode.define", {"name": name, "definition": FOUR_STEPS, "agent_id": "e2e"})
+        assert again["version"] == "v2"
+        templates = await call(session, "opcode.query", {"resource": "templates", "filter": {"name": name}})
+        assert [t["version"] for t in templates["templates"]] == ["v2", "v1"]
+
+        actions = await call(session, "opcode.query", {"resource": "actions", "filter": {"name": "shell"}})
+        shell = actions["actions"][0]
+        assert shell["name"] == "shell.exec" and "command" in shell["params_schema"]["properties"]
+
+
+@pytest.mark.parametrize("transport", ["sse", "streamable_http"])
+async def test_bad_input_is_a_tool_error_and_the_session_goes_on(server: Any, transport: str) -> None:
+    async with connect(server, transport) as session:
+        text = await call_error(session, "opcode.define", {"name": "bad", "agent_id": "e2e",
+                                                           "definition": {"steps": [{"action": "crypto.hash"}]}})
+        assert text.startswith("[VALIDATION_ERROR]") and "definition.steps[0]" in text and "'id'" in text
+
+        text = await call_error(session, "opcode.define", {"name": "cyc", "agent_id": "e2e", "definition": {
+            "steps": [{"id": "a", "action": "workflow.log", "params": {"message": "x"}, "depends_on": ["b"]},
+                      {"id": "b", "action": "workflow.log", "params": {"message": "y"}, "depends_on": ["a"]}]}})
+        assert text.startswith("[CYCLE_DETECTED]") and "a -> b -> a" in text
+
+        text = await call_error(session, "opcode.define", {"name": "x", "agent_id": "e2e", "bogus": 1,
+                                                           "definition": {"steps": []}})
+        assert text.startswith("[VALIDATION_ERROR]") and "bogus" in text
+
+        text = await call_error(session, "opcode.run", {"template_name": "no-such-template", "agent_id": "e2e"})
+        assert text.startswith("[NOT_FOUND]") and "no-such-template" in text
+
+        text = await call_error(session, "opcode.status", {"workflow_id": "nope"})
+        assert text.startswith("[NOT_FOUND]")
+
+        text = await call_error(session, "opcode.signal", {"workflow_id": "w", "signal_type": "cancel",
+                                                           "payload": {}})
+        assert text.startswith("[NOT_SUPPORTED]")
+
+        with pytest.raises(MCPError) as info:
+            await session.call_tool("opcode.nope", {})
+        assert info.value.error.code == -32602
+
+        # the session and the server still answer normally
+        fine = await call(session, "opcode.query", {"resource": "templates", "filter": {"limit": 1}})
+        assert isinstance(fine["templates"], list)
+
+
+async def test_a_failed_run_is_a_normal_result(server: Any) -> None:
+    definition = {"steps": [
+        {"id": "ok", "action": "workflow.log", "params": {"message": "fine"}},
+        {"id": "boom", "action": "shell.exec", "depends_on": ["ok"], "params": {"command": "sh",
+                                                                              "args": ["-c", "echo out; exit 3"]}},
+        {"id": "never", "action": "workflow.log", "depends_on": ["boom"], "params": {"message": "no"}},
+    ]}
+    async with connect(server, "streamable_http") as session:
+        await call(session, "opcode.define", {"name": "fails", "definition": definition, "agent_id": "e2e"})
+        run = await call(session, "opcode.run", {"template_name": "fails", "agent_id": "e2e"})
+        assert run["status"] == "failed"
+        assert run["error"]["step_id"] == "boom"
+        assert run["steps"]["boom"]["status"] == "failed"
+        assert run["steps"]["boom"]["output"]["exit_code"] == 3
+        assert "never" not in run["steps"]
+
+
+async def test_health_and_dns_rebinding_protection(server: Any) -> None:
+    health = httpx2.get(f"{server.base_url}/health")
+    assert health.status_code == 200 and health.json()["database"] == "ok"
+    headers = {"Host": "evil.example:80", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    evil = httpx2.post(server.mcp_url, headers=headers, content=b"{}")
+    assert evil.status_code == 421
