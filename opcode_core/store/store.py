@@ -1,0 +1,388 @@
+"""`Store`: every read and write of the database, synchronous; the writer runs it off or on the event loop."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import peewee as pw
+from playhouse.migrations import Runner
+
+from opcode_core.errors import CONFLICT, STORE_ERROR, VALIDATION_ERROR, OpcodeError
+from opcode_core.store.database import DRIVER_ERRORS, open_database
+from opcode_core.store.eventlog import EVENT_COLUMNS, EventLog
+from opcode_core.store.events import Event
+from opcode_core.store.models import (
+    Agent,
+    EventRow,
+    StepState,
+    Workflow,
+    WorkflowContext,
+    WorkflowTemplate,
+)
+from opcode_core.store.projection import STEP_FIELDS, apply_step_event
+from opcode_core.store.times import to_iso, utc_now
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_TABLE = "schema_migrations"
+AGENT_TYPES = ("llm", "system", "human", "service")
+TEMPLATE_RETRIES = 8
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(fn: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """Turn driver errors into STORE_ERROR, and drop a connection the error left unusable."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(self, *args, **kwargs)
+        except DRIVER_ERRORS as exc:
+            self._discard_broken_connection()
+            raise OpcodeError(STORE_ERROR, f"{fn.__name__}: {exc}") from exc
+
+    return wrapper
+
+
+class Store:
+    """The database behind one opcode process: templates, workflows, the event log and its projections."""
+
+    def __init__(self, db: pw.Database) -> None:
+        self.db = db
+        self.is_postgres = isinstance(db, pw.PostgresqlDatabase)
+        # Names of the migrations this open applied; empty when the schema was already current.
+        self.migrated: list[str] = []
+        self._log = EventLog(db)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect to the database at `url` and apply pending migrations."""
+        store = cls(open_database(url))
+        try:
+            store.migrated = store.migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @_guarded
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet recorded; returns their names."""
+        runner = Runner(self.db, str(MIGRATIONS_DIR), table_name=MIGRATIONS_TABLE)
+        if not self.is_postgres:
+            return runner.up()
+        # Several processes may start at once on one PostgreSQL; one migrates, the others then find nothing to do.
+        lock = "SELECT pg_advisory_lock(hashtext(current_schema() || '.opcode.migrate'))"
+        self.db.execute_sql(lock)
+        try:
+            return runner.up()
+        finally:
+            self.db.execute_sql(lock.replace("pg_advisory_lock", "pg_advisory_unlock"))
+
+    @_guarded
+    def applied_migrations(self) -> list[str]:
+        """Names of every migration recorded in the database, in order."""
+        cursor = self.db.execute_sql(f'SELECT "name" FROM "{MIGRATIONS_TABLE}" ORDER BY "name"')
+        return [name for (name,) in cursor.fetchall()]
+
+    def close(self) -> None:
+        """Close this thread's connection (peewee keeps one per thread)."""
+        if not self.db.is_closed():
+            self.db.close()
+
+    @_guarded
+    def ping(self) -> None:
+        """Raise STORE_ERROR unless the database answers a query."""
+        self.db.execute_sql("SELECT 1").fetchone()
+
+    def _discard_broken_connection(self) -> None:
+        # A dropped PostgreSQL connection stays dead; closing it lets the next call reconnect.
+        if self.db.is_closed() or self.db.in_transaction() or self.db.is_connection_usable():
+            return
+        try:
+            self.db.close()
+        except DRIVER_ERRORS:
+            self.db.dispose()
+
+    def _q(self, query: Any) -> Any:
+        return query.bind(self.db)
+
+    # -- agents ----------------------------------------------------------------------------------------------
+
+    @_guarded
+    def ensure_agent(self, agent_id: str, agent_type: str = "llm") -> None:
+        """Record an agent the first time it is seen, and its last_seen every time."""
+        if agent_type not in AGENT_TYPES:
+            raise OpcodeError(VALIDATION_ERROR, f"agent type must be one of {', '.join(AGENT_TYPES)}")
+        now = utc_now()
+        query = Agent.insert(id=agent_id, type=agent_type, created_at=now, last_seen=now).on_conflict(
+            conflict_target=[Agent.id], update={Agent.last_seen: now}
+        )
+        query.execute(self.db)
+
+    @_guarded
+    def list_agents(self) -> list[dict[str, Any]]:
+        """Every known agent, oldest first."""
+        return list(self._q(Agent.select().order_by(Agent.created_at, Agent.id).dicts()))
+
+    # -- templates -------------------------------------------------------------------------------------------
+
+    @_guarded
+    def create_template(
+        self,
+        name: str,
+        definition: dict[str, Any],
+        agent_id: str,
+        description: str | None = None,
+        input_schema: dict[str, Any] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        triggers: Any = None,
+    ) -> str:
+        """Store the next version of template `name`; returns it ("v1", "v2", ...)."""
+        for _ in range(TEMPLATE_RETRIES):
+            try:
+                with self.db.atomic():
+                    if self.is_postgres:
+                        # Writers of one name queue here instead of racing to the unique index and retrying.
+                        self.db.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"opcode.template:{name}",))
+                    latest = self._q(
+                        WorkflowTemplate.select(pw.fn.MAX(WorkflowTemplate.version_num)).where(
+                            WorkflowTemplate.name == name
+                        )
+                    ).scalar()
+                    num = (latest or 0) + 1
+                    WorkflowTemplate.insert(
+                        name=name, version=f"v{num}", version_num=num, definition=definition,
+                        description=description, input_schema=input_schema, output_schema=output_schema,
+                        triggers=triggers, agent_id=agent_id, created_at=utc_now(),
+                    ).execute(self.db)  # fmt: skip
+                return f"v{num}"
+            except pw.IntegrityError:
+                continue  # another writer took this number between our read and our insert
+        raise OpcodeError(CONFLICT, f"template {name!r}: could not allocate a version after {TEMPLATE_RETRIES} tries")
+
+    @_guarded
+    def get_template(self, name: str, version: str | int | None = None) -> dict[str, Any] | None:
+        """One version of a template ("v2", "2" or 2), the latest when `version` is None or "latest"."""
+        query = _template_select().where(WorkflowTemplate.name == name)
+        if version is None or version == "latest":
+            query = query.order_by(WorkflowTemplate.version_num.desc())
+        else:
+            num = parse_version(version)
+            if num is None:
+                return None
+            query = query.where(WorkflowTemplate.version_num == num)
+        return self._q(query.limit(1)).first()
+
+    @_guarded
+    def list_templates(
+        self, name: str | None = None, agent_id: str | None = None, limit: int | None = 100
+    ) -> list[dict[str, Any]]:
+        """Template versions, newest first, optionally of one name or one agent."""
+        query = _template_select().order_by(WorkflowTemplate.id.desc())
+        if name is not None:
+            query = query.where(WorkflowTemplate.name == name)
+        if agent_id is not None:
+            query = query.where(WorkflowTemplate.agent_id == agent_id)
+        if limit is not None:
+            query = query.limit(limit)
+        return list(self._q(query))
+
+    # -- workflows -------------------------------------------------------------------------------------------
+
+    @_guarded
+    def create_workflow(
+        self,
+        *,
+        id: str,
+        name: str | None,
+        template_name: str | None,
+        template_version: str | None,
+        definition: dict[str, Any],
+        agent_id: str,
+        input_params: dict[str, Any] | None,
+        parent_workflow_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Insert a workflow in status 'pending' and return its row."""
+        now = utc_now()
+        row: dict[str, Any] = {
+            "id": id, "name": name, "template_name": template_name, "template_version": template_version,
+            "definition": definition, "status": "pending", "agent_id": agent_id,
+            "parent_workflow_id": parent_workflow_id, "input_params": input_params, "output": None,
+            "error": None, "idempotency_key": idempotency_key, "recovery_attempts": 0,
+            "created_at": now, "started_at": None, "completed_at": None, "updated_at": now,
+        }  # fmt: skip
+        try:
+            Workflow.insert(**row).execute(self.db)
+        except pw.IntegrityError as exc:
+            raise OpcodeError(CONFLICT, f"workflow {id!r} or its idempotency key already exists") from exc
+        return row
+
+    @_guarded
+    def get_workflow(self, id: str) -> dict[str, Any] | None:
+        """The workflow's row, or None."""
+        return self._q(Workflow.select().where(Workflow.id == id).dicts()).first()
+
+    @_guarded
+    def find_workflow_by_idempotency_key(self, agent_id: str, key: str) -> dict[str, Any] | None:
+        """The workflow this agent already started with this idempotency key, or None."""
+        query = Workflow.select().where((Workflow.agent_id == agent_id) & (Workflow.idempotency_key == key))
+        return self._q(query.dicts()).first()
+
+    @_guarded
+    def list_workflows(
+        self,
+        status: str | None = None,
+        agent_id: str | None = None,
+        since: str | None = None,
+        limit: int | None = 100,
+    ) -> list[dict[str, Any]]:
+        """Workflows, newest first; `since` keeps those created at or after that ISO-8601 time."""
+        query = Workflow.select().order_by(Workflow.created_at.desc(), Workflow.id.desc())
+        if status is not None:
+            query = query.where(Workflow.status == status)
+        if agent_id is not None:
+            query = query.where(Workflow.agent_id == agent_id)
+        if since is not None:
+            query = query.where(Workflow.created_at >= _since(since))
+        if limit is not None:
+            query = query.limit(limit)
+        return list(self._q(query.dicts()))
+
+    def active_workflows(self) -> list[dict[str, Any]]:
+        """Every workflow in status 'active' (what a crash leaves behind for recovery)."""
+        return self.list_workflows(status="active", limit=None)
+
+    # -- events ----------------------------------------------------------------------------------------------
+
+    @_guarded
+    def append_events(self, events: Sequence[Event], *, encoded_payloads: Sequence[str] | None = None) -> None:
+        """Insert the events and apply them to step_state and workflows, all in one transaction."""
+        # encoded_payloads (one JSON text per event) spares a caller that already serialized them a second pass.
+        self._log.append(events, encoded_payloads)
+
+    @_guarded
+    def list_events(
+        self,
+        workflow_id: str | None = None,
+        step_id: str | None = None,
+        event_type: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Events in log order (or newest first), filtered; `since` keeps those at or after that ISO-8601 time."""
+        order = EventRow.sequence if workflow_id is not None else EventRow.id
+        query = EventRow.select().order_by(order.desc() if newest_first else order)
+        if workflow_id is not None:
+            query = query.where(EventRow.workflow_id == workflow_id)
+        if step_id is not None:
+            query = query.where(EventRow.step_id == step_id)
+        if event_type is not None:
+            query = query.where(EventRow.event_type == event_type)
+        if since is not None:
+            query = query.where(EventRow.timestamp >= _since(since))
+        if limit is not None:
+            query = query.limit(limit)
+        return list(self._q(query.dicts()))
+
+    @_guarded
+    def count_events(self, workflow_id: str) -> int:
+        """How many events the workflow has."""
+        return self._q(EventRow.select().where(EventRow.workflow_id == workflow_id)).count()
+
+    @_guarded
+    def last_sequence(self, workflow_id: str) -> int:
+        """The workflow's highest event sequence, 0 when it has none."""
+        query = EventRow.select(pw.fn.MAX(EventRow.sequence)).where(EventRow.workflow_id == workflow_id)
+        return self._q(query).scalar() or 0
+
+    @_guarded
+    def last_sequences(self, workflow_ids: Iterable[str]) -> dict[str, int]:
+        """`last_sequence` of several workflows in one query; every id asked for is in the result."""
+        wanted = set(workflow_ids)
+        if not wanted:
+            return {}
+        query = (
+            EventRow.select(EventRow.workflow_id, pw.fn.MAX(EventRow.sequence))
+            .where(EventRow.workflow_id.in_(wanted))
+            .group_by(EventRow.workflow_id)
+            .tuples()
+        )
+        found = dict(self._q(query))
+        return {wf: found.get(wf) or 0 for wf in wanted}
+
+    # -- step state ------------------------------------------------------------------------------------------
+
+    @_guarded
+    def get_step_states(self, workflow_id: str) -> dict[str, dict[str, Any]]:
+        """The materialized state of each step of the workflow, keyed by step_id."""
+        query = StepState.select(*[getattr(StepState, c) for c in STEP_FIELDS]).where(
+            StepState.workflow_id == workflow_id
+        )
+        return {row["step_id"]: row for row in self._q(query.dicts())}
+
+    @_guarded
+    def rebuild_step_states(self, workflow_id: str) -> dict[str, dict[str, Any]]:
+        """Replay the workflow's events through the projection; equals `get_step_states` unless a row drifted."""
+        states: dict[str, dict[str, Any]] = {}
+        for row in self.list_events(workflow_id=workflow_id):
+            if row["step_id"] is None:
+                continue
+            event = Event(**{k: row[k] for k in EVENT_COLUMNS})
+            state = apply_step_event(states.get(row["step_id"]), event)
+            if state is not None:
+                states[row["step_id"]] = state
+        return states
+
+    # -- context ---------------------------------------------------------------------------------------------
+
+    @_guarded
+    def get_context(self, workflow_id: str) -> dict[str, Any]:
+        """The workflow's context data, {} when none was set."""
+        data = self._q(
+            WorkflowContext.select(WorkflowContext.data).where(WorkflowContext.workflow_id == workflow_id)
+        ).scalar()
+        return data if data is not None else {}
+
+    @_guarded
+    def set_context(self, workflow_id: str, data: dict[str, Any]) -> None:
+        """Replace the workflow's context data."""
+        WorkflowContext.insert(workflow_id=workflow_id, data=data, updated_at=utc_now()).on_conflict(
+            conflict_target=[WorkflowContext.workflow_id],
+            preserve=[WorkflowContext.data, WorkflowContext.updated_at],
+        ).execute(self.db)
+
+
+def _template_select() -> pw.ModelSelect:
+    t = WorkflowTemplate
+    return t.select(
+        t.name, t.version, t.definition, t.description, t.input_schema, t.output_schema, t.triggers,
+        t.agent_id, t.created_at,
+    ).dicts()  # fmt: skip
+
+
+def parse_version(version: str | int) -> int | None:
+    """The number of a template version given as "v3", "3" or 3; None when it is none of those."""
+    if isinstance(version, int):
+        return version if version > 0 else None
+    match = re.fullmatch(r"[vV]?([1-9][0-9]*)", version.strip())
+    return int(match.group(1)) if match else None
+
+
+def _since(value: str) -> str:
+    try:
+        return to_iso(value)
+    except ValueError as exc:
+        raise OpcodeError(VALIDATION_ERROR, f"since must be an ISO-8601 time, got {value!r}") from exc
