@@ -45,6 +45,13 @@ def load_registry(settings: Settings) -> tuple[Any, PluginReport, Registry]:
     return pm, report, registry
 
 
+def _open_remote(url: str) -> Store:
+    """Open and migrate a PostgreSQL store off the event loop, releasing this thread's connection after."""
+    store = Store.open(url)
+    store.close()  # the DB runner's own thread opens the connection every later call uses
+    return store
+
+
 class Runtime:
     """Everything a server or a CLI command needs to define and run workflows."""
 
@@ -89,7 +96,7 @@ class Runtime:
         """Load plugins, open the store and start the event writer."""
         self.load_plugins()
         url = self.settings.database_url
-        self.store = await asyncio.to_thread(Store.open, url) if url.startswith("postgres") else Store.open(url)
+        self.store = await asyncio.to_thread(_open_remote, url) if url.startswith("postgres") else Store.open(url)
         self.runner = DbRunner.for_store(self.store)
         self.writer = EventWriter(self.runner, observers=[self._dispatch_event])
         await self.writer.start()
@@ -142,8 +149,9 @@ class Runtime:
                 await run.execute()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 run.log.exception("run crashed")
+                await run.crash(exc)
             finally:
                 self.runs.pop(wid, None)
                 self.tasks.pop(wid, None)

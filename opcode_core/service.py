@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -16,6 +17,9 @@ from opcode_core.runtime import Runtime
 
 RESOURCES = ("workflows", "events", "templates", "actions")
 STATUS_EVENTS = 100
+STEP_DONE_EVENTS = ("step_completed", "step_failed", "step_skipped")
+
+Progress = Callable[[int, int], Awaitable[None]]
 
 
 async def define_template(
@@ -62,6 +66,7 @@ async def run_workflow(
     wait: bool = True,
     idempotency_key: str | None = None,
     parent_workflow_id: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Start a run of a stored template; with `wait`, answer once it completes, fails or suspends."""
     template = await rt.db(rt.store.get_template, template_name, version)
@@ -88,6 +93,7 @@ async def run_workflow(
         wait=wait,
         idempotency_key=idempotency_key,
         parent_workflow_id=parent_workflow_id,
+        progress=progress,
     )
 
 
@@ -103,6 +109,7 @@ async def start_run(
     wait: bool = True,
     idempotency_key: str | None = None,
     parent_workflow_id: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Record a new run, execute it in the runtime's task group, and answer as `opcode.run` does."""
     workflow_id = str(uuid.uuid4())
@@ -131,9 +138,32 @@ async def start_run(
     task = rt.start_run(run)
     if not wait:
         return {"workflow_id": workflow_id, "status": "active", "output": None, "started_at": None, "steps": {}}
-    # Shielded: a client that disconnects cancels its own wait, never the run.
-    await asyncio.shield(task)
+    unsubscribe = _report_progress(rt, workflow_id, len(definition.steps), progress) if progress else None
+    try:
+        # Shielded: a client that disconnects cancels its own wait, never the run.
+        await asyncio.shield(task)
+    finally:
+        if unsubscribe:
+            unsubscribe()
     return run.result()
+
+
+def _report_progress(rt: Runtime, workflow_id: str, total: int, progress: Progress) -> Callable[[], None]:
+    """Call `progress(done, total)` each time a top-level step of the run finishes."""
+    done = 0
+    pending: set[asyncio.Task[None]] = set()
+
+    def observe(event: dict[str, Any]) -> None:
+        nonlocal done
+        step_id = event.get("step_id") or ""
+        if event["workflow_id"] != workflow_id or event["event_type"] not in STEP_DONE_EVENTS or "." in step_id:
+            return
+        done += 1
+        task = asyncio.ensure_future(progress(done, total))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return rt.subscribe(observe)
 
 
 async def _answer_for_existing(rt: Runtime, workflow_id: str, wait: bool) -> dict[str, Any]:

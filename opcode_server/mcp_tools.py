@@ -80,7 +80,13 @@ def build_mcp_server(runtime: Runtime) -> Server[Any]:
             raise MCPError(code=types.INVALID_PARAMS, message="arguments must be an object")
         try:
             check_arguments(params.name, arguments)
-            return tool_result(await handler(runtime, **arguments))
+            extra: dict[str, Any] = {}
+            if params.name == "opcode.run":
+                async def progress(done: int, total: int) -> None:
+                    await ctx.session.report_progress(done, total, f"{done} of {total} steps done")
+
+                extra["progress"] = progress
+            return tool_result(await handler(runtime, **arguments, **extra))
         except OpcodeError as exc:
             return tool_error(exc)
         except Exception as exc:  # never let one escape: the SDK would send it as a JSON-RPC error

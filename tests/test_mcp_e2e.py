@@ -184,3 +184,46 @@ async def test_health_and_dns_rebinding_protection(server: Any) -> None:
                "Content-Type": "application/json"}
     evil = httpx2.post(server.mcp_url, headers=headers, content=b"{}")
     assert evil.status_code == 421
+
+
+async def test_disconnecting_client_does_not_cancel_the_run(server: Any) -> None:
+    import anyio
+
+    definition = {"steps": [
+        {"id": "slow", "action": "shell.exec", "params": {"command": "sleep", "args": ["1.5"]}},
+        {"id": "after", "action": "workflow.log", "depends_on": ["slow"], "params": {"message": "still here"}},
+    ]}
+    async with connect(server, "streamable_http") as session:
+        await call(session, "opcode.define", {"name": "slow", "definition": definition, "agent_id": "leaver"})
+        with anyio.move_on_after(0.5):  # leave while the run is in its first step
+            await session.call_tool("opcode.run", {"template_name": "slow", "agent_id": "leaver"})
+    async with connect(server, "sse") as session:
+        runs = (await call(session, "opcode.query", {"resource": "workflows", "filter": {"agent_id": "leaver"}}))
+        workflow_id = runs["workflows"][0]["workflow_id"]
+        status = {}
+        for _ in range(50):
+            status = await call(session, "opcode.status", {"workflow_id": workflow_id})
+            if status["status"] != "active":
+                break
+            await anyio.sleep(0.1)
+        assert status["status"] == "completed", status
+        assert status["steps"]["after"]["output"]["message"] == "still here"
+
+
+async def test_progress_notifications_during_run(server: Any) -> None:
+    definition = {"steps": [
+        {"id": "a", "action": "crypto.uuid"},
+        {"id": "b", "action": "crypto.uuid", "depends_on": ["a"]},
+        {"id": "c", "action": "crypto.uuid", "depends_on": ["b"]},
+    ]}
+    seen: list[tuple[float, float | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total))
+
+    async with connect(server, "streamable_http") as session:
+        await call(session, "opcode.define", {"name": "three", "definition": definition, "agent_id": "e2e"})
+        result = await session.call_tool("opcode.run", {"template_name": "three", "agent_id": "e2e"},
+                                         progress_callback=on_progress)
+        assert result.structured_content["status"] == "completed"
+    assert seen == [(1, 3), (2, 3), (3, 3)]

@@ -130,6 +130,13 @@ class WorkflowRun:
         self.completed_at = time.time()
         await self.emit("workflow_completed", payload={"output": self.output})
 
+    async def crash(self, exc: BaseException) -> None:
+        """Fail a run that an unexpected exception stopped, unless it already ended."""
+        if self.fsm.status in ("pending", "active", "suspended"):
+            if self.fsm.status == "pending":
+                self.fsm.to("active")
+            await self._fail(as_opcode_error(exc))
+
     async def _fail(self, error: OpcodeError) -> None:
         self.error = error
         self.fsm.to("failed")
