@@ -227,3 +227,27 @@ async def test_progress_notifications_during_run(server: Any) -> None:
                                          progress_callback=on_progress)
         assert result.structured_content["status"] == "completed"
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+async def test_server_on_postgresql(tmp_path: Any) -> None:
+    from tests.conftest import start_server, stop_server
+    from tests.test_store import POSTGRES_URL, postgres_schema
+
+    if not POSTGRES_URL:
+        pytest.skip("OPCODE_TEST_POSTGRES_URL is not set")
+    with postgres_schema() as backend:
+        proc = start_server(tmp_path / "home", OPCODE_DB_URL=backend.url)
+        try:
+            async with connect(proc, "streamable_http") as session:
+                await call(session, "opcode.define", {"name": "pg", "definition": FOUR_STEPS, "agent_id": "pg"})
+                run = await call(session, "opcode.run", {"template_name": "pg", "agent_id": "pg",
+                                                         "params": {"text": "on postgres"}})
+                assert run["status"] == "completed", run
+        finally:
+            stop_server(proc.process)
+        rows = backend.fetch("SELECT event_type FROM events WHERE workflow_id = ? ORDER BY sequence",
+                             run["workflow_id"])
+        assert rows[0] == ("workflow_started",) and rows[-1] == ("workflow_completed",)
+        assert backend.fetch("SELECT count(*) FROM step_state WHERE workflow_id = ? AND status = 'completed'",
+                             run["workflow_id"]) == [(4,)]
+        assert not (tmp_path / "home" / "opcode.db").exists()
