@@ -172,3 +172,21 @@ def test_invalid_setting_is_an_error_naming_it(tmp_path: Path, bad: str) -> None
     assert proc.returncode != 0
     named = bad.split('"')[1] if '"' in bad else "settings.json"
     assert named in proc.stderr
+
+
+def test_server_starts_without_a_broken_plugin_and_health_reports_it(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.conftest import start_server, stop_server
+
+    site = tmp_path / "site"
+    make_dist(site, "acme_broken", BROKEN)
+    proc = start_server(tmp_path / "home", PYTHONPATH=str(site), OPCODE_LOAD_PLUGINS="acme_broken",
+                        XDG_CACHE_HOME=str(tmp_path / "cache"))
+    try:
+        health = httpx.get(f"{proc.base_url}/health").json()
+    finally:
+        stop_server(proc.process)
+    assert health["status"] == "ok"
+    assert health["plugins"]["failed"][0]["name"] == "acme_broken"
+    assert "not installed" in health["plugins"]["failed"][0]["error"]
