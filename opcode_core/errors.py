@@ -105,6 +105,19 @@ class ValidationError(OpcodeError):
         self.problems = problems or []
 
 
+class ExpressionError(OpcodeError):
+    """An expression that does not compile or fails to evaluate; names the expression and where."""
+
+    def __init__(self, message: str, *, expression: str, engine: str, position: int | None = None,
+                 code: str = VALIDATION_ERROR) -> None:
+        where = f" at position {position}" if position is not None else ""
+        super().__init__(code, f"{engine} expression {expression!r}{where}: {message}",
+                         details={"expression": expression, "engine": engine, "position": position})
+        self.expression = expression
+        self.engine = engine
+        self.position = position
+
+
 class ConfigError(Exception):
     """A setting or the plugin configuration is invalid; start-up stops with this message."""
 

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import click
 
     from opcode_core.settings import Settings
-    from opcode_core.specs import ActionSpec, StepTypeSpec
+    from opcode_core.specs import ActionSpec, ExpressionEngineSpec, StepTypeSpec
 
 hookspec = pluggy.HookspecMarker("opcode")
 hookimpl = pluggy.HookimplMarker("opcode")
@@ -28,6 +28,14 @@ def opcode_register_actions(settings: Settings) -> list[ActionSpec]:
 @hookspec
 def opcode_register_step_types(settings: Settings) -> list[StepTypeSpec]:
     """Return the step types this plugin provides.
+
+    :param settings: the loaded settings.
+    """
+
+
+@hookspec
+def opcode_register_expression_engines(settings: Settings) -> list[ExpressionEngineSpec]:
+    """Return the expression engines this plugin provides (e.g. `cel`, `jq`).
 
     :param settings: the loaded settings.
     """

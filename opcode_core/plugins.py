@@ -34,6 +34,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     step_types: list[str] = field(default_factory=list)
+    engines: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON row `opcode plugins` prints."""
@@ -48,6 +49,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "actions": self.actions,
             "step_types": self.step_types,
+            "engines": self.engines,
         }
 
 

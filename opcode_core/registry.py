@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 from opcode_core.errors import ACTION_UNAVAILABLE, ConfigError, OpcodeError, ValidationError
 from opcode_core.plugins import PluginReport
 from opcode_core.settings import Settings
-from opcode_core.specs import ActionSpec, StepTypeSpec
+from opcode_core.specs import ActionSpec, ExpressionEngineSpec, StepTypeSpec
 
 
 class DuplicateNameError(ConfigError):
@@ -21,9 +21,15 @@ class DuplicateNameError(ConfigError):
 class Registry:
     """Actions and step types by name, each remembering the plugin that provided it."""
 
-    def __init__(self, actions: dict[str, ActionSpec], step_types: dict[str, StepTypeSpec]) -> None:
+    def __init__(
+        self,
+        actions: dict[str, ActionSpec],
+        step_types: dict[str, StepTypeSpec],
+        engines: dict[str, ExpressionEngineSpec] | None = None,
+    ) -> None:
         self.actions = actions
         self.step_types = step_types
+        self.engines = engines if engines is not None else {}
         self.duplicates: list[str] = []
         self._validators: dict[str, Draft202012Validator] = {}
 
@@ -33,6 +39,7 @@ class Registry:
         registry = cls({}, {})
         registry._collect(pm, report, settings, "opcode_register_actions", registry.actions, "actions")
         registry._collect(pm, report, settings, "opcode_register_step_types", registry.step_types, "step_types")
+        registry._collect(pm, report, settings, "opcode_register_expression_engines", registry.engines, "engines")
         return registry
 
     def _collect(
@@ -56,7 +63,7 @@ class Registry:
             for spec in specs:
                 if spec.name in into:
                     other = into[spec.name].plugin
-                    kind = "action" if attr == "actions" else "step type"
+                    kind = {"actions": "action", "step_types": "step type", "engines": "expression engine"}[attr]
                     self.duplicates.append(
                         f"{kind} {spec.name!r} is registered by both plugin {other!r} and plugin {name!r}"
                     )
@@ -107,9 +114,12 @@ class Registry:
 
 
 def _check_spec(spec: Any, plugin: str) -> None:
-    if not isinstance(spec, ActionSpec | StepTypeSpec):
-        raise TypeError(f"plugin {plugin!r} returned {type(spec).__name__}, not an ActionSpec/StepTypeSpec")
-    Draft202012Validator.check_schema(spec.params_schema if isinstance(spec, ActionSpec) else spec.config_schema)
+    if not isinstance(spec, ActionSpec | StepTypeSpec | ExpressionEngineSpec):
+        raise TypeError(f"plugin {plugin!r} returned {type(spec).__name__}, not a spec object")
+    if isinstance(spec, ActionSpec):
+        Draft202012Validator.check_schema(spec.params_schema)
+    elif isinstance(spec, StepTypeSpec):
+        Draft202012Validator.check_schema(spec.config_schema)
 
 
 def _join_path(prefix: str, parts: Any) -> str:

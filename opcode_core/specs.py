@@ -98,3 +98,21 @@ class StepTypeSpec:
     # can walk them without knowing the step type (condition branches, loop body, parallel branches).
     nested_steps: Callable[[JSON], list[tuple[str, list[JSON]]]] | None = None
     plugin: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ExpressionEngineSpec:
+    """An expression language: compile once (errors raise ExpressionError), evaluate many times.
+
+    `evaluate(compiled, activation)` gets plain JSON-like Python values (dicts, lists, str, int, float,
+    bool, None) for only the names the expression uses, and returns JSON-like values.
+    `references(source)` names the top-level variables an expression reads (e.g. {"steps", "inputs"});
+    the executor then builds only those parts of the scope.
+    """
+
+    name: str
+    description: str
+    compile: Callable[[str], Any]
+    evaluate: Callable[[Any, JSON], Any]
+    references: Callable[[str], set[str]] | None = None
+    plugin: str | None = field(default=None, compare=False)

@@ -1,0 +1,1 @@
+"""Built-in expression engines, one plugin each."""
