@@ -8,6 +8,7 @@ from typing import Any
 import pluggy
 from jsonschema import Draft202012Validator
 
+from opcode_core.engine.expressions import ExpressionEvaluator
 from opcode_core.errors import ACTION_UNAVAILABLE, ConfigError, OpcodeError, ValidationError
 from opcode_core.plugins import PluginReport
 from opcode_core.settings import Settings
@@ -32,6 +33,14 @@ class Registry:
         self.engines = engines if engines is not None else {}
         self.duplicates: list[str] = []
         self._validators: dict[str, Draft202012Validator] = {}
+        self._evaluator: ExpressionEvaluator | None = None
+
+    @property
+    def evaluator(self) -> ExpressionEvaluator:
+        """The expression engines behind one compile cache, shared by validation and runs."""
+        if self._evaluator is None:
+            self._evaluator = ExpressionEvaluator(self.engines)
+        return self._evaluator
 
     @classmethod
     def from_plugins(cls, pm: pluggy.PluginManager, report: PluginReport, settings: Settings) -> Registry:

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from opcode_core.decisions import DecisionBook
+from opcode_core.engine.breakers import CircuitBreakers
 from opcode_core.engine.executor import WorkflowRun
+from opcode_core.engine.expressions import ExpressionEvaluator
 from opcode_core.errors import ConfigError
 from opcode_core.plugins import PluginReport, build_plugin_manager
 from opcode_core.registry import Registry
@@ -63,6 +66,9 @@ class Runtime:
         self.store: Store | None = None
         self.runner: DbRunner | None = None
         self.writer: EventWriter | None = None
+        self.expressions: ExpressionEvaluator | None = None
+        self.decisions = DecisionBook(self)
+        self.breakers = CircuitBreakers(settings.breaker_threshold, settings.breaker_reset_s)
         self.pool = asyncio.Semaphore(settings.pool_size)
         self.runs: dict[str, WorkflowRun] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -91,6 +97,7 @@ class Runtime:
         """Load plugins and build the registry once; ConfigError when start-up must stop."""
         if self.registry is None:
             self.pm, self.report, self.registry = load_registry(self.settings)
+            self.expressions = self.registry.evaluator
 
     async def start(self) -> None:
         """Load plugins, open the store and start the event writer."""

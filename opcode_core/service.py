@@ -10,8 +10,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from opcode_core.decisions import decision_view
 from opcode_core.engine.definition import WorkflowDef, load_definition
 from opcode_core.engine.executor import RunInfo, WorkflowRun
+from opcode_core.engine.interpolation import StepResult
 from opcode_core.errors import NOT_FOUND, NOT_SUPPORTED, VALIDATION_ERROR, OpcodeError, ValidationError
 from opcode_core.runtime import Runtime
 
@@ -94,7 +96,63 @@ async def run_workflow(
         idempotency_key=idempotency_key,
         parent_workflow_id=parent_workflow_id,
         progress=progress,
+        output_schema=template.get("output_schema"),
     )
+
+
+def build_run(
+    rt: Runtime, info: RunInfo, definition: WorkflowDef, params: dict[str, Any], **kwargs: Any
+) -> WorkflowRun:
+    """A WorkflowRun wired to this runtime's registry, writer, pool, engines and decisions."""
+    return WorkflowRun(
+        info=info,
+        definition=definition,
+        params=params,
+        registry=rt.registry,
+        emit=rt.writer.append,
+        pool=rt.pool,
+        services=rt.services_for(info.workflow_id, info.agent_id),
+        plugin_settings=rt.settings.plugin_config,
+        expressions=rt.expressions,
+        decisions=rt.decisions,
+        breakers=rt.breakers,
+        **kwargs,
+    )
+
+
+async def revive_run(rt: Runtime, wf: dict[str, Any], *, interrupted: bool = False) -> WorkflowRun:
+    """Rebuild a stored run that is not live here and start it again: completed steps are never re-run."""
+    await rt.writer.drain()
+    definition = load_definition(wf["definition"], rt.registry)
+    states = await rt.db(rt.store.get_step_states, wf["id"])
+    restored = {
+        sid: StepResult(st["status"], st.get("output"), st.get("error"))
+        for sid, st in states.items()
+        if st["status"] in ("completed", "skipped")
+    }
+    # A step that started before (interrupted, failed, retried) runs again as its next attempt, marked a re-run.
+    attempts = {sid: st.get("attempt") or 1 for sid, st in states.items() if sid not in restored}
+    context = await rt.db(rt.store.get_context, wf["id"])
+    template = None
+    if wf.get("template_name"):
+        template = await rt.db(rt.store.get_template, wf["template_name"], wf.get("template_version"))
+    info = RunInfo(
+        wf["id"], wf.get("name") or "", wf.get("template_name"), wf.get("template_version"), wf["agent_id"]
+    )
+    status = "suspended" if interrupted else wf["status"]
+    run = build_run(
+        rt,
+        info,
+        definition,
+        wf.get("input_params") or {},
+        context=context or dict(definition.context),
+        restored=restored,
+        attempts=attempts,
+        status=status if status != "pending" else "suspended",
+        output_schema=(template or {}).get("output_schema"),
+    )
+    rt.start_run(run)
+    return run
 
 
 async def start_run(
@@ -110,6 +168,7 @@ async def start_run(
     idempotency_key: str | None = None,
     parent_workflow_id: str | None = None,
     progress: Progress | None = None,
+    output_schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record a new run, execute it in the runtime's task group, and answer as `opcode.run` does."""
     workflow_id = str(uuid.uuid4())
@@ -125,23 +184,21 @@ async def start_run(
         parent_workflow_id=parent_workflow_id,
         idempotency_key=idempotency_key,
     )
-    run = WorkflowRun(
-        info=RunInfo(workflow_id, name, template_name, template_version, agent_id),
-        definition=definition,
-        params=params,
-        registry=rt.registry,
-        emit=rt.writer.append,
-        pool=rt.pool,
-        services=rt.services_for(workflow_id, agent_id),
-        plugin_settings=rt.settings.plugin_config,
+    await rt.db(rt.store.set_context, workflow_id, dict(definition.context))
+    run = build_run(
+        rt,
+        RunInfo(workflow_id, name, template_name, template_version, agent_id),
+        definition,
+        params,
+        output_schema=output_schema,
     )
-    task = rt.start_run(run)
+    rt.start_run(run)
     if not wait:
         return {"workflow_id": workflow_id, "status": "active", "output": None, "started_at": None, "steps": {}}
     unsubscribe = _report_progress(rt, workflow_id, len(definition.steps), progress) if progress else None
     try:
         # Shielded: a client that disconnects cancels its own wait, never the run.
-        await asyncio.shield(task)
+        await asyncio.shield(run.settled.wait())
     finally:
         if unsubscribe:
             unsubscribe()
@@ -170,7 +227,7 @@ async def _answer_for_existing(rt: Runtime, workflow_id: str, wait: bool) -> dic
     task = rt.tasks.get(workflow_id)
     run = rt.runs.get(workflow_id)
     if task is not None and run is not None and wait:
-        await asyncio.shield(task)
+        await asyncio.shield(run.settled.wait())
         return run.result()
     status = await workflow_status(rt, workflow_id=workflow_id)
     wf = status["workflow"]
@@ -193,8 +250,12 @@ async def workflow_status(rt: Runtime, *, workflow_id: str) -> dict[str, Any]:
     context = await rt.db(rt.store.get_context, workflow_id)
     steps = {}
     for sid, st in states.items():
-        entry = {"step_id": sid, "status": st["status"], "output": st.get("output"),
-                 "duration_ms": st.get("duration_ms")}
+        entry = {
+            "step_id": sid,
+            "status": st["status"],
+            "output": st.get("output"),
+            "duration_ms": st.get("duration_ms"),
+        }
         if st.get("error"):
             entry["error"] = st["error"]
         steps[sid] = entry
@@ -216,7 +277,9 @@ async def workflow_status(rt: Runtime, *, workflow_id: str) -> dict[str, Any]:
         "status": wf["status"],
         "workflow": summary,
         "steps": steps,
-        "pending_decisions": [],
+        "pending_decisions": [
+            decision_view(d) for d in await rt.db(rt.store.list_decisions, workflow_id, status="pending")
+        ],
         "context": context or (wf.get("definition") or {}).get("context") or {},
         "events": list(reversed(events)),
         "events_total": total,
@@ -228,34 +291,52 @@ async def query(rt: Runtime, *, resource: str, filter: dict[str, Any] | None = N
     f = dict(filter or {})
     limit = f.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ValidationError("filter.limit must be a positive integer",
-                              [{"path": "filter.limit", "message": "must be a positive integer"}])
+        raise ValidationError(
+            "filter.limit must be a positive integer",
+            [{"path": "filter.limit", "message": "must be a positive integer"}],
+        )
     if resource == "workflows":
         await rt.writer.drain()
-        rows = await rt.db(rt.store.list_workflows, status=f.get("status"), agent_id=f.get("agent_id"),
-                           since=f.get("since"), limit=limit or 100)
+        rows = await rt.db(
+            rt.store.list_workflows,
+            status=f.get("status"),
+            agent_id=f.get("agent_id"),
+            since=f.get("since"),
+            limit=limit or 100,
+        )
         return {"workflows": [_workflow_row(r) for r in rows]}
     if resource == "events":
         if not f.get("workflow_id") and not f.get("event_type"):
-            raise ValidationError("an events query needs filter.workflow_id or filter.event_type",
-                                  [{"path": "filter", "message": "needs workflow_id or event_type"}])
+            raise ValidationError(
+                "an events query needs filter.workflow_id or filter.event_type",
+                [{"path": "filter", "message": "needs workflow_id or event_type"}],
+            )
         await rt.writer.drain()
-        rows = await rt.db(rt.store.list_events, workflow_id=f.get("workflow_id"), step_id=f.get("step_id"),
-                           event_type=f.get("event_type"), since=f.get("since"), limit=limit)
+        rows = await rt.db(
+            rt.store.list_events,
+            workflow_id=f.get("workflow_id"),
+            step_id=f.get("step_id"),
+            event_type=f.get("event_type"),
+            since=f.get("since"),
+            limit=limit,
+        )
         return {"events": rows}
     if resource == "templates":
-        rows = await rt.db(rt.store.list_templates, name=f.get("name"), agent_id=f.get("agent_id"),
-                           limit=limit or 100)
+        rows = await rt.db(rt.store.list_templates, name=f.get("name"), agent_id=f.get("agent_id"), limit=limit or 100)
         return {"templates": rows}
     if resource == "actions":
         return {"actions": rt.registry.describe_actions(name=f.get("name"), plugin=f.get("plugin"))}
-    raise ValidationError(f"unknown resource {resource!r} (expected one of {', '.join(RESOURCES)})",
-                          [{"path": "resource", "message": f"expected one of {', '.join(RESOURCES)}"}])
+    raise ValidationError(
+        f"unknown resource {resource!r} (expected one of {', '.join(RESOURCES)})",
+        [{"path": "resource", "message": f"expected one of {', '.join(RESOURCES)}"}],
+    )
 
 
-async def send_signal(rt: Runtime, **_: Any) -> dict[str, Any]:
-    """Signals arrive with the workflow-language and durability work; refused clearly until then."""
-    raise OpcodeError(NOT_SUPPORTED, "opcode.signal is not yet supported by this server")
+async def send_signal(rt: Runtime, **arguments: Any) -> dict[str, Any]:
+    """Deliver a signal (see `opcode_core.signals`)."""
+    from opcode_core.signals import send_signal as deliver
+
+    return await deliver(rt, **arguments)
 
 
 async def render_diagram(rt: Runtime, **_: Any) -> dict[str, Any]:
@@ -264,8 +345,19 @@ async def render_diagram(rt: Runtime, **_: Any) -> dict[str, Any]:
 
 
 def _workflow_row(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "template_name", "template_version", "status", "agent_id", "parent_workflow_id",
-            "output", "error", "created_at", "started_at", "completed_at")
+    keys = (
+        "name",
+        "template_name",
+        "template_version",
+        "status",
+        "agent_id",
+        "parent_workflow_id",
+        "output",
+        "error",
+        "created_at",
+        "started_at",
+        "completed_at",
+    )
     return {"workflow_id": row["id"], **{k: row.get(k) for k in keys}}
 
 
@@ -275,8 +367,9 @@ def _check_schema(field_name: str, schema: Any) -> None:
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        raise ValidationError(f"{field_name} is not a valid JSON Schema: {exc.message}",
-                              [{"path": field_name, "message": exc.message}]) from None
+        raise ValidationError(
+            f"{field_name} is not a valid JSON Schema: {exc.message}", [{"path": field_name, "message": exc.message}]
+        ) from None
 
 
 def _validate_against(path: str, schema: dict[str, Any], value: Any) -> None:
@@ -286,5 +379,8 @@ def _validate_against(path: str, schema: dict[str, Any], value: Any) -> None:
         problems.append({"path": where, "message": err.message})
     if problems:
         summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
-        raise OpcodeError(VALIDATION_ERROR, f"params do not match the template's input_schema: {summary}",
-                          details={"problems": problems})
+        raise OpcodeError(
+            VALIDATION_ERROR,
+            f"params do not match the template's input_schema: {summary}",
+            details={"problems": problems},
+        )

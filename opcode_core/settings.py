@@ -45,6 +45,8 @@ class Settings:
     panel: bool | None = None
     recovery: str = "suspend"
     max_recovery_attempts: int = 3
+    breaker_threshold: int = 5
+    breaker_reset_s: float = 30.0
     plugins: PluginSelection = field(default_factory=PluginSelection)
     vault_key: str | None = field(default=None, repr=False)
 
@@ -204,6 +206,15 @@ def _list(name: str, value: Any) -> list[str]:
     raise ConfigError(f"{name}: expected a list of strings or a comma-separated string, got {value!r}")
 
 
+def _duration(name: str, value: Any) -> float:
+    from opcode_core.engine.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def _listen(name: str, value: Any) -> str:
     text = _str(name, value)
     split_listen_addr(text)
@@ -229,6 +240,8 @@ _PARSERS = {
     "panel": _bool,
     "recovery": _choice(RECOVERY_MODES),
     "max_recovery_attempts": _int,
+    "breaker_threshold": _int,
+    "breaker_reset_s": lambda n, v: float(_duration(n, v)),
 }
 
 ENV_VARS = {
@@ -243,6 +256,8 @@ ENV_VARS = {
     "panel": "OPCODE_PANEL",
     "recovery": "OPCODE_RECOVERY",
     "max_recovery_attempts": "OPCODE_MAX_RECOVERY_ATTEMPTS",
+    "breaker_threshold": "OPCODE_BREAKER_THRESHOLD",
+    "breaker_reset_s": "OPCODE_BREAKER_RESET",
 }
 
 

@@ -97,6 +97,8 @@ class StepTypeSpec:
     # Nested step lists in a config, as (id segment, raw steps) pairs, so validation and diagrams
     # can walk them without knowing the step type (condition branches, loop body, parallel branches).
     nested_steps: Callable[[JSON], list[tuple[str, list[JSON]]]] | None = None
+    # Expressions in a config, as (config key, source) pairs, compiled at define time to catch errors early.
+    expressions: Callable[[JSON], list[tuple[str, str]]] | None = None
     plugin: str | None = field(default=None, compare=False)
 
 

@@ -108,3 +108,32 @@ def write_settings(home: Path, settings: dict) -> None:
     """Write `$OPCODE_HOME/settings.json`."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "settings.json").write_text(json.dumps(settings))
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path):
+    """A real runtime on a fresh SQLite file, built-in plugins only."""
+    from opcode_core.runtime import Runtime
+    from opcode_core.settings import load_settings
+
+    settings = load_settings({"OPCODE_HOME": str(tmp_path), "OPCODE_LOAD_PLUGINS": ""})
+    rt = Runtime(settings)
+    async with rt.running():
+        yield rt
+
+
+async def run_definition(rt, definition: dict, params: dict | None = None, *, wait: bool = True,
+                         agent_id: str = "tester") -> dict:
+    """Define a template from `definition` and run it through the service functions."""
+    import uuid
+
+    from opcode_core import service
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    await service.define_template(rt, name=name, definition=definition, agent_id=agent_id)
+    return await service.run_workflow(rt, template_name=name, agent_id=agent_id, params=params or {}, wait=wait)
+
+
+def log(step_id: str, message: str = "x", **extra) -> dict:
+    """A workflow.log step."""
+    return {"id": step_id, "action": "workflow.log", "params": {"message": message}, **extra}

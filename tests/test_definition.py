@@ -30,20 +30,22 @@ def log_step(step_id: str, **extra: object) -> dict:
 
 
 def test_valid_definition_loads(registry: Registry) -> None:
-    model = load_definition({"timeout": "1m30s", "steps": [log_step("a"), log_step("b", depends_on=["a"])]},
-                            registry)
+    model = load_definition({"timeout": "1m30s", "steps": [log_step("a"), log_step("b", depends_on=["a"])]}, registry)
     assert [s.id for s in model.steps] == ["a", "b"]
     assert model.timeout == 90.0 and model.terminal_steps() == ["b"]
 
 
 def test_all_problems_reported_at_once_with_paths(registry: Registry) -> None:
-    definition = {"steps": [
-        log_step("a"),
-        log_step("a"),
-        {"id": "c", "action": "no.such", "depends_on": ["ghost"], "timeout": "soon"},
-        {"id": "d", "type": "teleport"},
-        {"id": "e", "action": "workflow.log", "retry": {"max": 2, "backoff": "sometimes"}},
-    ], "on_timeout": "explode"}
+    definition = {
+        "steps": [
+            log_step("a"),
+            log_step("a"),
+            {"id": "c", "action": "no.such", "depends_on": ["ghost"], "timeout": "soon"},
+            {"id": "d", "type": "teleport"},
+            {"id": "e", "action": "workflow.log", "retry": {"max": 2, "backoff": "sometimes"}},
+        ],
+        "on_timeout": "explode",
+    }
     with pytest.raises(ValidationError) as info:
         load_definition(definition, registry)
     assert info.value.code == VALIDATION_ERROR
@@ -99,9 +101,71 @@ def test_upstream_examples_with_action_steps_validate(registry: Registry) -> Non
         doc = json.loads(path.read_text())
         steps = doc["definition"]["steps"]
         # Step types other than `action` and actions of later families arrive with their own issues.
-        if any(s.get("type", "action") != "action" or s.get("action", "").split(".")[0] not in
-               {"workflow", "crypto", "shell", "http"} or s.get("condition") for s in steps):
+        if any(
+            s.get("type", "action") != "action"
+            or s.get("action", "").split(".")[0] not in {"workflow", "crypto", "shell", "http"}
+            or s.get("condition")
+            for s in steps
+        ):
             continue
         assert validate_definition(doc["definition"], registry) == [], path.name
         checked += 1
     assert checked >= 3
+
+
+def test_step_type_config_and_expressions_are_checked(registry: Registry) -> None:
+    definition = {
+        "steps": [
+            {"id": "c", "type": "condition", "config": {"branches": {}}},
+            {"id": "l", "type": "loop", "config": {"mode": "while", "body": [log_step("b")]}},
+            {"id": "w", "type": "wait", "config": {"duration": "soonish"}},
+            {"id": "g", "action": "workflow.log", "params": {"message": "x"}, "condition": "inputs.x ==== 1"},
+            {
+                "id": "p",
+                "type": "parallel",
+                "config": {
+                    "branches": [[{"id": "dup", "action": "workflow.log"}, {"id": "dup", "action": "workflow.log"}]]
+                },
+            },
+            {"id": "e", "type": "condition", "config": {"expression": "1 +", "branches": {}}},
+        ]
+    }
+    problems = {(p["path"], p["message"]) for p in validate_definition(definition, registry)}
+    paths = {p for p, _ in problems}
+    assert "definition.steps[0].config" in paths  # expression is required
+    assert "definition.steps[1].config" in paths  # while needs a condition
+    assert "definition.steps[2].config.duration" in paths
+    assert "definition.steps[3].condition" in paths
+    assert "definition.steps[4].config.branch_0[1].id" in paths
+    assert "definition.steps[5].config.expression" in paths
+
+
+def test_references_to_unknown_steps_are_refused(registry: Registry) -> None:
+    definition = {
+        "steps": [
+            log_step("a"),
+            {"id": "b", "action": "workflow.log", "params": {"message": "${{steps.ghost.output.x}}"}},
+            {
+                "id": "l",
+                "type": "loop",
+                "config": {
+                    "over": "[1]",
+                    "body": [
+                        {"id": "inner", "action": "workflow.log", "params": {"message": "x"}},
+                        {
+                            "id": "uses",
+                            "action": "workflow.log",
+                            "params": {"message": "${{steps.inner.output.message}}"},
+                        },
+                    ],
+                },
+            },
+            {
+                "id": "z",
+                "action": "workflow.log",
+                "params": {"message": "${{steps.l.iter_0.inner.output}} ${{steps.a.status}}"},
+            },
+        ]
+    }
+    problems = validate_definition(definition, registry)
+    assert [(p["path"], "ghost" in p["message"]) for p in problems] == [("definition.steps[1].params.message", True)]

@@ -147,9 +147,13 @@ async def test_bad_input_is_a_tool_error_and_the_session_goes_on(server: Any, tr
         text = await call_error(session, "opcode.status", {"workflow_id": "nope"})
         assert text.startswith("[NOT_FOUND]")
 
-        text = await call_error(session, "opcode.signal", {"workflow_id": "w", "signal_type": "cancel",
+        text = await call_error(session, "opcode.signal", {"workflow_id": "w", "signal_type": "decision",
+                                                           "payload": {"choice": "x"}})
+        assert text.startswith("[NOT_FOUND]")
+
+        text = await call_error(session, "opcode.signal", {"workflow_id": "w", "signal_type": "shout",
                                                            "payload": {}})
-        assert text.startswith("[NOT_SUPPORTED]")
+        assert text.startswith("[VALIDATION_ERROR]") and "signal_type" in text
 
         with pytest.raises(MCPError) as info:
             await session.call_tool("opcode.nope", {})
@@ -251,3 +255,49 @@ async def test_server_on_postgresql(tmp_path: Any) -> None:
         assert backend.fetch("SELECT count(*) FROM step_state WHERE workflow_id = ? AND status = 'completed'",
                              run["workflow_id"]) == [(4,)]
         assert not (tmp_path / "home" / "opcode.db").exists()
+
+
+@pytest.mark.parametrize("transport", ["sse", "streamable_http"])
+async def test_reasoning_suspends_and_a_signal_resolves_it(server: Any, transport: str) -> None:
+    definition = {"steps": [
+        {"id": "facts", "action": "shell.exec", "params": {"command": "echo", "args": ['{"tests": 12}']}},
+        {"id": "approve", "type": "reasoning", "depends_on": ["facts"], "config": {
+            "prompt_context": "Ship it?", "options": [{"id": "yes"}, {"id": "no"}],
+            "data_inject": {"tests": "steps.facts.output.stdout.tests"}}},
+        {"id": "done", "action": "workflow.log", "depends_on": ["approve"],
+         "params": {"message": "decided ${{steps.approve.output.choice}}"}},
+    ]}
+    name = f"gate-{transport}"
+    async with connect(server, transport) as session:
+        await call(session, "opcode.define", {"name": name, "definition": definition, "agent_id": "e2e"})
+        run = await call(session, "opcode.run", {"template_name": name, "agent_id": "e2e"})
+        assert run["status"] == "suspended"
+        status = await call(session, "opcode.status", {"workflow_id": run["workflow_id"]})
+        [pending] = status["pending_decisions"]
+        assert pending["step_id"] == "approve" and pending["context"]["data"] == {"tests": 12}
+        answer = await call(session, "opcode.signal", {"workflow_id": run["workflow_id"], "signal_type": "decision",
+                                                       "payload": {"choice": "yes"}, "agent_id": "e2e",
+                                                       "reasoning": "tests pass"})
+        assert answer["ok"] is True and answer["resumed"] is True and answer["status"] == "completed"
+        assert answer["output"]["message"] == "decided yes"
+        again = await call_error(session, "opcode.signal", {"workflow_id": run["workflow_id"],
+                                                            "signal_type": "decision", "payload": {"choice": "no"},
+                                                            "step_id": "approve"})
+        assert again.startswith("[CONFLICT]")
+
+
+async def test_wait_false_answers_at_once(server: Any) -> None:
+    import anyio
+
+    definition = {"steps": [{"id": "slow", "type": "wait", "config": {"duration": "700ms"}}]}
+    async with connect(server, "streamable_http") as session:
+        await call(session, "opcode.define", {"name": "bg", "definition": definition, "agent_id": "e2e"})
+        with anyio.fail_after(0.5):
+            started = await call(session, "opcode.run", {"template_name": "bg", "agent_id": "e2e", "wait": False})
+        assert started["status"] == "active" and started["workflow_id"]
+        for _ in range(40):
+            status = await call(session, "opcode.status", {"workflow_id": started["workflow_id"]})
+            if status["status"] == "completed":
+                break
+            await anyio.sleep(0.1)
+        assert status["status"] == "completed"

@@ -10,6 +10,8 @@ from jsonschema import Draft202012Validator
 
 from opcode_core.engine.dag import find_cycle
 from opcode_core.engine.durations import parse_duration
+from opcode_core.engine.expressions import split_engine
+from opcode_core.engine.interpolation import REFERENCE
 from opcode_core.errors import CYCLE_DETECTED, VALIDATION_ERROR, OpcodeError, ValidationError
 
 if TYPE_CHECKING:
@@ -174,10 +176,14 @@ def validate_definition(raw: Any, registry: Registry) -> list[dict[str, str]]:
     if problems or not isinstance(raw, dict):
         return problems
     _check_duration(raw.get("timeout"), "definition.timeout", add)
-    _validate_step_list(raw["steps"], "definition.steps", registry, add, seen_ids={})
+    known: set[str] = set()
+    _validate_step_list(raw["steps"], "definition.steps", registry, add, seen_ids={}, known=known)
     for hook in ("on_complete", "on_error"):
         if raw.get(hook):
-            _validate_step_list([raw[hook]], f"definition.{hook}", registry, add, seen_ids={}, single=True)
+            _validate_step_list([raw[hook]], f"definition.{hook}", registry, add, seen_ids={}, single=True,
+                                known=known)
+    if not problems:
+        _check_references(raw, known, registry, add)
     return problems
 
 
@@ -185,6 +191,7 @@ def _collector(problems: list[dict[str, str]]):
     def add(path: str, message: str, code: str = VALIDATION_ERROR) -> None:
         problems.append({"path": path, "message": message, "code": code})
 
+    add.problems = problems  # type: ignore[attr-defined]
     return add
 
 
@@ -195,7 +202,10 @@ def _validate_step_list(
     add: Any,
     seen_ids: dict[str, str],
     single: bool = False,
+    known: set[str] | None = None,
+    prefix: str = "",
 ) -> None:
+    known = known if known is not None else set()
     ids: dict[str, int] = {}
     for index, raw in enumerate(steps):
         where = path if single else f"{path}[{index}]"
@@ -211,7 +221,8 @@ def _validate_step_list(
         if step_id in ids:
             add(f"{where}.id", f"duplicate step id {step_id!r} (also at index {ids[step_id]})")
         ids.setdefault(step_id, index)
-        _validate_step(raw, where, registry, add, seen_ids)
+        known.update((step_id, prefix + step_id))
+        _validate_step(raw, where, registry, add, seen_ids, known, prefix)
     known = set(ids)
     deps: dict[str, list[str]] = {}
     for index, raw in enumerate(steps):
@@ -231,7 +242,9 @@ def _validate_step_list(
         add(path, f"dependency cycle: {' -> '.join(cycle)}", CYCLE_DETECTED)
 
 
-def _validate_step(raw: dict[str, Any], where: str, registry: Registry, add: Any, seen: dict[str, str]) -> None:
+def _validate_step(
+    raw: dict[str, Any], where: str, registry: Registry, add: Any, seen: dict[str, str], known: set[str], prefix: str
+) -> None:
     type_name = raw.get("type") or "action"
     spec = registry.step_types.get(type_name)
     if spec is None:
@@ -253,10 +266,53 @@ def _validate_step(raw: dict[str, Any], where: str, registry: Registry, add: Any
     on_error = raw.get("on_error") or {}
     if on_error.get("strategy") == "fallback_step" and not on_error.get("fallback_step"):
         add(f"{where}.on_error.fallback_step", "strategy fallback_step needs fallback_step")
+    if isinstance(raw.get("condition"), str):
+        _check_expression(raw["condition"], f"{where}.condition", registry, add)
+    if spec.expressions and not any(p["path"].startswith(f"{where}.config") for p in add.problems):
+        for key, source in spec.expressions(config):
+            _check_expression(source, f"{where}.config.{key}", registry, add)
     if spec.nested_steps:
         for segment, nested in spec.nested_steps(config):
             if isinstance(nested, list):
-                _validate_step_list(nested, f"{where}.config.{segment}", registry, add, seen)
+                # Loop bodies repeat as iter_<i>; their full ids are not known statically, local ids are.
+                child = f"{prefix}{raw['id']}.{segment}."
+                _validate_step_list(nested, f"{where}.config.{segment}", registry, add, seen, known=known,
+                                    prefix=child)
+
+
+def _check_expression(source: str, path: str, registry: Registry, add: Any) -> None:
+    engine, body = split_engine(source, "cel")
+    if engine not in registry.engines:
+        add(path, f"expression engine {engine!r} is not available (known: {', '.join(sorted(registry.engines))})")
+        return
+    try:
+        registry.evaluator.compile(engine, body)
+    except OpcodeError as exc:
+        add(path, exc.message)
+
+
+def _check_references(raw: dict[str, Any], known: set[str], registry: Registry, add: Any) -> None:
+    """`${{steps.x...}}` and CEL `steps['x']` must name a step that exists somewhere in the definition."""
+
+    def known_prefix(ref: str) -> bool:
+        cuts = [i for i, ch in enumerate(ref) if ch in ".["] + [len(ref)]
+        return any(ref[:cut] in known for cut in cuts)
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            for match in REFERENCE.finditer(value):
+                ref = match.group(1).strip()
+                if ref.startswith("steps.") and not known_prefix(ref[len("steps."):]):
+                    add(path, f"${{{{{ref}}}}} refers to a step that does not exist in this workflow")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+
+    walk(raw.get("steps"), "definition.steps")
+    walk(raw.get("output"), "definition.output")
 
 
 def _check_duration(value: Any, path: str, add: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opcode_core.errors import INTERPOLATION_ERROR, VAULT_ERROR, OpcodeError
@@ -34,6 +34,28 @@ class Scope:
     steps: dict[str, StepResult] = field(default_factory=dict)
     loop: Mapping[str, Any] | None = None
     secret_lookup: Callable[[str], str] | None = None
+    # Id prefixes of the nested lists this scope is inside, innermost first ("loop.iter_2."), so a
+    # local id means the step of the same iteration or branch.
+    prefixes: tuple[str, ...] = ()
+
+    def child(self, prefix: str, loop: Mapping[str, Any] | None = None) -> Scope:
+        """The scope of a nested step list whose ids carry `prefix`."""
+        return replace(self, prefixes=(prefix, *self.prefixes), loop=loop if loop is not None else self.loop)
+
+    def find_step(self, ref: str) -> tuple[str, str] | None:
+        """Split `id.rest` into (full step id, rest): local ids first, then the longest known id."""
+        cuts = [i for i, ch in enumerate(ref) if ch in ".["] + [len(ref)]
+        for prefix in (*self.prefixes, ""):
+            for cut in reversed(cuts):
+                full = prefix + ref[:cut]
+                if full in self.steps:
+                    return full, ref[cut:]
+        return None
+
+    def step_output(self, step_id: str) -> Any:
+        """The output of a step named as an expression would (a local id inside a loop body)."""
+        found = self.find_step(step_id)
+        return self.steps[found[0]].output if found and found[1] == "" else None
 
 
 def interpolate(value: Any, scope: Scope) -> Any:
@@ -93,12 +115,11 @@ def resolve(ref: str, scope: Scope) -> Any:
 
 def _resolve_step(ref: str, rest: str, scope: Scope) -> Any:
     # Nested ids contain dots (`cond.true.x`), so the longest known id wins.
-    candidates = [sid for sid in scope.steps if rest == sid or rest.startswith(sid + ".") or rest.startswith(sid + "[")]
-    if not candidates:
+    found = scope.find_step(rest)
+    if found is None:
         raise _error(ref, f"unknown step {rest.split('.')[0]!r} (no such step has run yet)")
-    step_id = max(candidates, key=len)
+    step_id, tail = found
     result = scope.steps[step_id]
-    tail = rest[len(step_id):]
     if tail == "" or tail == ".output" or tail.startswith((".output.", ".output[")):
         if result.status == "skipped" and result.output is None:
             raise _error(ref, f"step {step_id!r} was skipped; it has no output")

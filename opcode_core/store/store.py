@@ -19,6 +19,7 @@ from opcode_core.store.events import Event
 from opcode_core.store.models import (
     Agent,
     EventRow,
+    PendingDecision,
     StepState,
     Workflow,
     WorkflowContext,
@@ -264,6 +265,30 @@ class Store:
         """Every workflow in status 'active' (what a crash leaves behind for recovery)."""
         return self.list_workflows(status="active", limit=None)
 
+    @_guarded
+    def bump_recovery_attempts(self, workflow_id: str) -> int:
+        """Count one more crash recovery of a workflow and return the new count."""
+        Workflow.update(recovery_attempts=Workflow.recovery_attempts + 1).where(Workflow.id == workflow_id).execute(
+            self.db
+        )
+        return self._q(Workflow.select(Workflow.recovery_attempts).where(Workflow.id == workflow_id)).scalar()
+
+    def acquire_recovery_lock(self) -> bool:
+        """Hold the one lock that lets a server recover runs of this database; False when another holds it."""
+        if self.is_postgres:
+            # A session-level advisory lock lives as long as the calling thread's connection.
+            return bool(self.db.execute_sql("SELECT pg_try_advisory_lock(4100417)").fetchone()[0])
+        import fcntl
+
+        path = Path(self.db.database + ".recovery.lock")
+        self._lock_file = path.open("a")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            return False
+        return True
+
     # -- events ----------------------------------------------------------------------------------------------
 
     @_guarded
@@ -363,6 +388,56 @@ class Store:
             conflict_target=[WorkflowContext.workflow_id],
             preserve=[WorkflowContext.data, WorkflowContext.updated_at],
         ).execute(self.db)
+
+    @_guarded
+    def create_decision(
+        self,
+        *,
+        id: str,
+        workflow_id: str,
+        step_id: str,
+        context: dict[str, Any],
+        options: list[Any],
+        timeout_at: str | None,
+        fallback: str | None,
+        target_agent: str | None,
+    ) -> dict[str, Any]:
+        """Record a pending decision of a reasoning step."""
+        PendingDecision.insert(
+            id=id, workflow_id=workflow_id, step_id=step_id, context=context, options=options,
+            timeout_at=timeout_at, fallback=fallback, target_agent=target_agent or None, status="pending",
+            created_at=utc_now(),
+        ).execute(self.db)  # fmt: skip
+        return self.get_decision(id)
+
+    @_guarded
+    def get_decision(self, id: str) -> dict[str, Any] | None:
+        """One decision by id, or None."""
+        return self._q(PendingDecision.select().where(PendingDecision.id == id).dicts()).first()
+
+    @_guarded
+    def list_decisions(
+        self, workflow_id: str | None = None, *, step_id: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Decisions, oldest first, filtered by workflow, step and status."""
+        query = PendingDecision.select()
+        if workflow_id is not None:
+            query = query.where(PendingDecision.workflow_id == workflow_id)
+        if step_id is not None:
+            query = query.where(PendingDecision.step_id == step_id)
+        if status is not None:
+            query = query.where(PendingDecision.status == status)
+        return list(self._q(query.order_by(PendingDecision.created_at, PendingDecision.id).dicts()))
+
+    @_guarded
+    def resolve_decision(self, id: str, resolution: dict[str, Any], status: str = "resolved") -> bool:
+        """Mark a pending decision resolved (or cancelled); False when it was no longer pending."""
+        changed = (
+            PendingDecision.update(status=status, resolution=resolution, resolved_at=utc_now())
+            .where((PendingDecision.id == id) & (PendingDecision.status == "pending"))
+            .execute(self.db)
+        )
+        return changed == 1
 
 
 def _template_select() -> pw.ModelSelect:

@@ -1,0 +1,50 @@
+"""The `wait` step type: sleep for a duration, or suspend until a named signal arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from opcode_core import StepTypeSpec, hookimpl
+from opcode_core.engine.definition import StepDef
+from opcode_core.engine.durations import DURATION_PATTERN, parse_duration
+
+CONFIG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "duration": {"type": ["string", "number"], "pattern": DURATION_PATTERN,
+                     "description": "How long to wait (Go duration, e.g. 5s, 1h30m)."},
+        "signal": {"type": "string", "minLength": 1,
+                   "description": "Wait for a signal: one whose step_id is this step, or whose signal_type or "
+                   "payload.signal equals this name."},
+    },
+    "oneOf": [{"required": ["duration"]}, {"required": ["signal"]}],
+    "additionalProperties": False,
+}
+
+
+async def run_wait(step: StepDef, ctx: Any) -> dict[str, Any]:
+    """`{waited: ms}` after a duration, or `{signal, payload}` once signalled."""
+    config = step.config
+    await ctx.emit("wait_started", {k: config[k] for k in ("duration", "signal") if k in config})
+    if "duration" in config:
+        started = time.monotonic()
+        await asyncio.sleep(parse_duration(config["duration"]))
+        waited = int((time.monotonic() - started) * 1000)
+        await ctx.emit("wait_completed", {"waited": waited})
+        return {"waited": waited}
+    received = await ctx.wait_for_signal(config["signal"])
+    await ctx.emit("wait_completed", {"signal": config["signal"]})
+    return {"signal": config["signal"], "payload": received.get("payload")}
+
+
+@hookimpl
+def opcode_register_step_types() -> list[StepTypeSpec]:
+    """Provide the `wait` step type."""
+    return [StepTypeSpec(
+        name="wait",
+        description="Wait `config.duration`, or until a signal named `config.signal` (the run is suspended meanwhile).",
+        config_schema=CONFIG_SCHEMA,
+        run=run_wait,
+    )]
