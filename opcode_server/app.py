@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from opcode_core import __version__
+from opcode_core.recovery import recover
 from opcode_core.runtime import Runtime
 from opcode_core.settings import Settings
 from opcode_server.mcp_tools import build_mcp_server
@@ -72,6 +73,8 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with runtime.running(), manager.run():
+            # Only a serving process recovers runs a crash left behind (it takes the database's recovery lock).
+            await recover(runtime)
             log.info("opcode %s serving MCP on %s (/sse, /mcp)", __version__, settings.public_base_url)
             yield
 
