@@ -35,18 +35,25 @@ class RunServicesImpl:
     async def update_context(self, values: dict[str, Any]) -> dict[str, Any]:
         """Merge values into the run's context, persist it and record `variable_set`."""
         run = self._run()
-        context = {**run.scope.context, **values}
-        run.scope.context = context
+        run.scope.context.update(values)
+        context = dict(run.scope.context)
         await self.runtime.db(self.runtime.store.set_context, self.workflow_id, context)
         await run.emit("variable_set", None, {"values": values})
         return context
 
-    async def notify(self, message: str, data: Any = None) -> bool:
+    async def notify(self, message: str, data: Any = None, step_id: str | None = None) -> bool:
         """Push a notification to the run's agent; False when no session is connected."""
         if self.runtime.notifier is None:
             return False
-        payload = {"message": message, "workflow_id": self.workflow_id, "data": data}
+        payload = {"message": message, "workflow_id": self.workflow_id, "step_id": step_id, "data": data}
         return bool(await self.runtime.notifier(self.agent_id, payload))
+
+    async def scope(self) -> dict[str, Any]:
+        """What expressions see of the run: completed steps' outputs, inputs, workflow, context."""
+        run = self._run()
+        steps = {sid: res.output for sid, res in run.scope.steps.items() if res.status == "completed"}
+        return {"steps": steps, "inputs": dict(run.scope.inputs), "workflow": dict(run.scope.workflow),
+                "context": dict(run.scope.context)}
 
     async def run_child(self, template_name: str, *, version: str | None, params: dict[str, Any]) -> dict[str, Any]:
         """Run a template as a child of this run and wait for its result."""

@@ -25,8 +25,11 @@ class RunServices(Protocol):
     async def update_context(self, values: JSON) -> JSON:
         """Merge values into the run's context (`variable_set`) and return the new context."""
 
-    async def notify(self, message: str, data: Any = None) -> bool:
+    async def notify(self, message: str, data: Any = None, step_id: str | None = None) -> bool:
         """Push a notification to the run's agent; False when it is not connected."""
+
+    async def scope(self) -> JSON:
+        """What expressions see of the run: `{steps: {id: output}, inputs, workflow, context}`."""
 
     async def run_child(self, template_name: str, *, version: str | None, params: JSON) -> JSON:
         """Run a template as a child of this run and return its result."""

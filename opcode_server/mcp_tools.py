@@ -15,6 +15,7 @@ from mcp.server import Server, ServerRequestContext
 from opcode_core import __version__, service
 from opcode_core.errors import OpcodeError, ValidationError
 from opcode_core.runtime import Runtime
+from opcode_server.sessions import AgentSessions
 from opcode_server.tool_schemas import INSTRUCTIONS, TOOLS
 
 log = logging.getLogger("opcode.mcp")
@@ -67,6 +68,8 @@ def tool_error(error: OpcodeError) -> types.CallToolResult:
 
 def build_mcp_server(runtime: Runtime) -> Server[Any]:
     """The low-level MCP server behind both transports."""
+    sessions = AgentSessions()
+    runtime.notifier = sessions.notify
 
     async def on_list_tools(ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=_TOOL_LIST)
@@ -80,6 +83,8 @@ def build_mcp_server(runtime: Runtime) -> Server[Any]:
             raise MCPError(code=types.INVALID_PARAMS, message="arguments must be an object")
         try:
             check_arguments(params.name, arguments)
+            if isinstance(arguments.get("agent_id"), str):
+                sessions.remember(arguments["agent_id"], ctx)
             extra: dict[str, Any] = {}
             if params.name == "opcode.run":
                 async def progress(done: int, total: int) -> None:

@@ -142,7 +142,7 @@ async def fail(params: JSON, ctx: ActionContext) -> JSON:
 async def notify(params: JSON, ctx: ActionContext) -> JSON:
     """Push a notification to the run's agent; best effort, the step completes either way."""
     try:
-        notified = bool(await ctx.runtime.notify(params["message"], params.get("data")))
+        notified = bool(await ctx.runtime.notify(params["message"], params.get("data"), step_id=ctx.step_id))
     except Exception as exc:  # best effort by design (SPEC §3): a broken session must not fail the step
         ctx.logger.warning("workflow.notify failed: %s", exc)
         return {"notified": False, "reason": str(exc) or type(exc).__name__}

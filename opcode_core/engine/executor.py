@@ -666,6 +666,8 @@ class StepRunContext:
 
 def activation(scope: Scope, refs: set[str]) -> dict[str, Any]:
     """The parts of the scope an expression reads, as plain values (`steps['id']` is the step's output)."""
+    if "$env" in refs:  # the expression reads its whole environment
+        refs = {"inputs", "workflow", "context", "iter", "steps:*"}
     out: dict[str, Any] = {}
     if "inputs" in refs:
         out["inputs"] = dict(scope.inputs)
