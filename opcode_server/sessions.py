@@ -49,11 +49,13 @@ class AgentSessions:
         by_key = self.sessions.setdefault(agent_id, {})
         if key not in by_key:
             by_key[key] = ctx.session
-            on_connection_close(ctx.session, lambda: self.forget(agent_id, key))
+            watched = on_connection_close(ctx.session, lambda: self.forget(agent_id, key))
+            log.debug("agent %s connected on %s (close watched: %s)", agent_id, key, watched)
 
     def forget(self, agent_id: str, key: str) -> None:
         """Drop a closed connection."""
         self.sessions.get(agent_id, {}).pop(key, None)
+        log.debug("agent %s disconnected from %s", agent_id, key)
 
     async def notify(self, agent_id: str, payload: dict[str, Any]) -> bool:
         """Push a `notifications/message` to each live session of the agent; True when there was one."""

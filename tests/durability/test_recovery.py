@@ -103,7 +103,13 @@ async def test_a_run_that_keeps_killing_the_server_ends_failed(tmp_path: Path) -
     home = tmp_path / "home"
     env = {"OPCODE_RECOVERY": "auto", "OPCODE_MAX_RECOVERY_ATTEMPTS": "2"}
     killer = {
-        "steps": [{"id": "die", "action": "shell.exec", "params": {"command": "sh", "args": ["-c", "sleep 0.5; kill -9 $PPID"]}}]
+        "steps": [
+            {
+                "id": "die",
+                "action": "shell.exec",
+                "params": {"command": "sh", "args": ["-c", "sleep 0.5; kill -9 $PPID"]},
+            }
+        ]
     }
     proc = start_server(home, **env)
     async with connect(proc, "streamable_http") as session:

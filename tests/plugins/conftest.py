@@ -37,9 +37,9 @@ class RecordingServices:
         self.context = {**self.context, **values}
         return dict(self.context)
 
-    async def notify(self, message: str, data: Any = None) -> bool:
+    async def notify(self, message: str, data: Any = None, step_id: str | None = None) -> bool:
         """Pretend to push to the agent's session."""
-        self.calls.append(("notify", message, data))
+        self.calls.append(("notify", message, data, step_id))
         if self.notify_error is not None:
             raise self.notify_error
         return self.connected

@@ -157,14 +157,14 @@ async def test_fail_raises_non_retryable(ctx, params):
 async def test_notify_connected(ctx, services):
     out = await SPECS["workflow.notify"].execute({"message": "done", "data": {"n": 3}}, ctx)
     assert out == {"notified": True}
-    assert services.calls == [("notify", "done", {"n": 3})]
+    assert services.calls == [("notify", "done", {"n": 3}, ctx.step_id)]
 
 
 async def test_notify_not_connected_still_completes(ctx, services):
     services.connected = False
     out = await SPECS["workflow.notify"].execute({"message": "done"}, ctx)
     assert out == {"notified": False, "reason": "agent not connected"}
-    assert services.calls == [("notify", "done", None)]
+    assert services.calls == [("notify", "done", None, ctx.step_id)]
 
 
 async def test_notify_failure_is_best_effort(ctx, services):
