@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from opcode_core.errors import NOT_FOUND, OpcodeError
+from opcode_core.errors import NON_RETRYABLE, NOT_FOUND, OpcodeError
+
+MAX_CHILD_DEPTH = 8
 
 if TYPE_CHECKING:
     from opcode_core.runtime import Runtime
@@ -56,8 +58,17 @@ class RunServicesImpl:
                 "context": dict(run.scope.context)}
 
     async def run_child(self, template_name: str, *, version: str | None, params: dict[str, Any]) -> dict[str, Any]:
-        """Run a template as a child of this run and wait for its result."""
+        """Run a template as a child of this run and wait for its result; nesting is depth-limited."""
         from opcode_core import service
+
+        depth, parent = 1, self.workflow_id
+        while parent is not None:
+            row = await self.runtime.db(self.runtime.store.get_workflow, parent)
+            parent = row.get("parent_workflow_id") if row else None
+            depth += 1 if parent else 0
+            if depth >= MAX_CHILD_DEPTH:
+                raise OpcodeError(NON_RETRYABLE, f"workflow.run nests deeper than {MAX_CHILD_DEPTH} runs "
+                                  "(a template that runs itself?)")
 
         return await service.run_workflow(
             self.runtime,

@@ -265,6 +265,7 @@ async def workflow_status(rt: Runtime, *, workflow_id: str) -> dict[str, Any]:
         "template_name": wf.get("template_name"),
         "template_version": wf.get("template_version"),
         "agent_id": wf.get("agent_id"),
+        "parent_workflow_id": wf.get("parent_workflow_id"),
         "status": wf["status"],
         "output": wf.get("output"),
         "error": wf.get("error"),
