@@ -96,8 +96,13 @@ def _selection_reason(info: PluginInfo, settings: Settings) -> str | None:
     return None
 
 
-def build_plugin_manager(settings: Settings) -> tuple[pluggy.PluginManager, PluginReport]:
-    """Discover, select, load one by one (a failure is reported, not fatal) and register plugins."""
+def build_plugin_manager(
+    settings: Settings, extra: dict[str, Any] | None = None
+) -> tuple[pluggy.PluginManager, PluginReport]:
+    """Discover, select, load one by one (a failure is reported, not fatal) and register plugins.
+
+    :param extra: in-process plugin objects by name (tests, benchmarks), registered after the entry points.
+    """
     pm = pluggy.PluginManager("opcode")
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
@@ -142,6 +147,10 @@ def build_plugin_manager(settings: Settings) -> tuple[pluggy.PluginManager, Plug
                 continue
             infos[ext.name].status = "loaded"
             infos[ext.name].hooks = sorted(h.name for h in pm.get_hookcallers(ext.plugin) or [])
+    for name, plugin in (extra or {}).items():
+        pm.register(plugin, name=name)
+        infos[name] = PluginInfo(name=name, value=repr(plugin), distribution=None, version=None, builtin=False,
+                                 status="loaded", hooks=sorted(h.name for h in pm.get_hookcallers(plugin) or []))
     pm.check_pending()
     configured = set(settings.plugins.deny) | set(settings.plugins.settings) | set(settings.plugins.allow or [])
     configured |= set(settings.plugins.load_third_party or [])

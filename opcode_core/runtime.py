@@ -26,9 +26,9 @@ ESSENTIAL_STEP_TYPES = ("action",)
 Observer = Callable[[dict[str, Any]], None]
 
 
-def load_registry(settings: Settings) -> tuple[Any, PluginReport, Registry]:
+def load_registry(settings: Settings, extra: dict[str, Any] | None = None) -> tuple[Any, PluginReport, Registry]:
     """Build the plugin manager and the registry; raise ConfigError when start-up must stop."""
-    pm, report = build_plugin_manager(settings)
+    pm, report = build_plugin_manager(settings, extra)
     registry = Registry.from_plugins(pm, report, settings)
     if report.unknown_names:
         raise ConfigError(
@@ -58,8 +58,9 @@ def _open_remote(url: str) -> Store:
 class Runtime:
     """Everything a server or a CLI command needs to define and run workflows."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extra_plugins: dict[str, Any] | None = None) -> None:
         self.settings = settings
+        self.extra_plugins = extra_plugins
         self.pm: Any = None
         self.report: PluginReport | None = None
         self.registry: Registry | None = None
@@ -96,7 +97,7 @@ class Runtime:
     def load_plugins(self) -> None:
         """Load plugins and build the registry once; ConfigError when start-up must stop."""
         if self.registry is None:
-            self.pm, self.report, self.registry = load_registry(self.settings)
+            self.pm, self.report, self.registry = load_registry(self.settings, self.extra_plugins)
             self.expressions = self.registry.evaluator
 
     async def start(self) -> None:
