@@ -15,7 +15,8 @@ from typing import Any
 
 from opcode_core import ActionContext, ActionError, ActionSpec, hookimpl
 from opcode_core.engine.durations import DURATION_PATTERN, parse_duration
-from opcode_core.errors import EXECUTION_ERROR, TIMEOUT_ERROR, VALIDATION_ERROR
+from opcode_core.errors import EXECUTION_ERROR, ISOLATION_ERROR, TIMEOUT_ERROR, VALIDATION_ERROR
+from opcode_plugins.shell_limits import LIMITS_SCHEMA, Isolation, prepare
 
 JSON = dict[str, Any]
 
@@ -45,6 +46,7 @@ EXEC_SCHEMA: JSON = {
                     "description": "Go duration (`500ms`, `30s`, `1h30m`) or seconds; the whole process group is "
                     "killed when it expires."},
         "shell": {"type": "boolean", "default": False, "description": "Run `command` through `/bin/sh -c`."},
+        "limits": LIMITS_SCHEMA,
     },
     "required": ["command"],
     "additionalProperties": False,
@@ -61,6 +63,10 @@ OUTPUT_SCHEMA: JSON = {
         "killed": {"type": "boolean", "description": "True when the timeout or a cancellation killed it."},
         "stdout_truncated": {"type": "boolean"},
         "stderr_truncated": {"type": "boolean"},
+        "isolation": {"enum": ["cgroup", "rlimit", "none"], "description": "How `limits` were applied."},
+        "limits": {"type": "object", "description": "The limits in force (step's and settings', smaller wins)."},
+        "limit_exceeded": {"type": ["string", "null"], "description": "memory_mb (cgroup OOM kill) or "
+                           "cpu_seconds (SIGXCPU) when a limit ended the command."},
     },
 }
 
@@ -210,23 +216,27 @@ async def _end_group(proc: asyncio.subprocess.Process, grace: float) -> None:
     await proc.wait()
 
 
-async def _end_group_surely(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """Run `_end_group` so that a second cancellation of the step cannot interrupt it."""
-    task = asyncio.get_running_loop().create_task(_end_group(proc, grace))
+async def _end_all(proc: asyncio.subprocess.Process, grace: float, isolation: Isolation) -> None:
+    await _end_group(proc, grace)
+    await isolation.release()  # also kills what escaped the process group into the cgroup
+
+
+async def _end_group_surely(proc: asyncio.subprocess.Process, grace: float, isolation: Isolation) -> None:
+    """End the group and remove its cgroup so that a second cancellation of the step cannot interrupt it."""
+    task = asyncio.get_running_loop().create_task(_end_all(proc, grace, isolation))
     _cleanups.add(task)
     task.add_done_callback(_cleanups.discard)
     await asyncio.shield(task)
 
 
-async def _spawn(argv: list[str], env: dict[str, str] | None, cwd: str | None,
-                 stdin: bytes | None) -> tuple[asyncio.subprocess.Process, int, int, int | None]:
+async def _spawn(argv: list[str], env: dict[str, str] | None, cwd: str | None, stdin: bytes | None,
+                 isolation: Isolation) -> tuple[asyncio.subprocess.Process, int, int, int | None]:
     # Our own pipes, not asyncio's: on Python 3.11 `Process.wait()` also waits for its pipes to close,
     # which a backgrounded grandchild can hold open long after the command itself exited.
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if stdin is not None else (None, None)
     try:
-        # Resource limits (SPEC §8: cgroups v2 where available, rlimits otherwise) attach here: a later issue.
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=in_r if in_r is not None else subprocess.DEVNULL,
@@ -235,6 +245,7 @@ async def _spawn(argv: list[str], env: dict[str, str] | None, cwd: str | None,
             env=env,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=isolation.preexec_fn,  # joins the cgroup and sets rlimits before exec
         )
     except BaseException:
         for fd in (out_r, err_r, in_w):
@@ -264,13 +275,18 @@ async def execute(params: JSON, ctx: ActionContext) -> JSON:
     timeout_value = params.get("timeout", DEFAULT_TIMEOUT)
     timeout = _timeout(timeout_value)
     argv, env, cwd, stdin = _argv(params), _environment(params.get("env") or {}), _cwd(params), _stdin_bytes(params)
+    isolation = prepare(params.get("limits"), settings, ctx.logger)
 
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     try:
-        proc, out_fd, err_fd, in_fd = await _spawn(argv, env, cwd, stdin)
-    except OSError as exc:
-        raise _error_for_spawn(exc, params["command"]) from exc
+        proc, out_fd, err_fd, in_fd = await _spawn(argv, env, cwd, stdin, isolation)
+    except (OSError, subprocess.SubprocessError) as exc:
+        await isolation.release()
+        if isinstance(exc, OSError):
+            raise _error_for_spawn(exc, params["command"]) from exc
+        raise ActionError(f"could not apply resource limits ({isolation.mechanism}): {exc}",
+                          code=ISOLATION_ERROR) from exc
     out, err = _Capture(cap, loop), _Capture(cap, loop)
     transports: list[asyncio.BaseTransport] = []
     killed = False
@@ -292,9 +308,11 @@ async def execute(params: JSON, ctx: ActionContext) -> JSON:
         await _end_group(proc, grace)
         # The pipes close once every writer is gone; one that escaped the group (setsid) is not waited for.
         await asyncio.wait([out.closed, err.closed], timeout=1.0)
+        exceeded = _limit_exceeded(isolation, proc.returncode)
+        await isolation.release()
     except BaseException:
         # Cancelled (or broken) mid-run: the process group must not outlive the step.
-        await _end_group_surely(proc, grace)
+        await _end_group_surely(proc, grace, isolation)
         raise
     finally:
         for transport in transports:
@@ -317,14 +335,30 @@ async def execute(params: JSON, ctx: ActionContext) -> JSON:
         "killed": killed,
         "stdout_truncated": out.truncated,
         "stderr_truncated": err.truncated,
+        "isolation": isolation.mechanism,
+        "limits": isolation.limits,
+        "limit_exceeded": exceeded,
     }
+    if isolation.unenforced:
+        output["limits_unenforced"] = isolation.unenforced
     if killed:
         shown = timeout_value if isinstance(timeout_value, str) else f"{timeout_value}s"
         raise ActionError(f"command timed out after {shown}; its process group was killed",
                           code=TIMEOUT_ERROR, output=output)
     if exit_code != 0:
-        raise ActionError(_exit_message(exit_code, output["stderr"]), code=EXECUTION_ERROR, output=output)
+        message = _exit_message(exit_code, output["stderr"])
+        if exceeded:
+            message = f"{exceeded} limit ({isolation.limits[exceeded]}) exceeded; {message}"
+        raise ActionError(message, code=EXECUTION_ERROR, output=output)
     return output
+
+
+def _limit_exceeded(isolation: Isolation, returncode: int | None) -> str | None:
+    if isolation.oom_killed():
+        return "memory_mb"
+    if returncode == -signal.SIGXCPU and "cpu_seconds" in isolation.limits:
+        return "cpu_seconds"
+    return None
 
 
 def _exit_message(exit_code: int, stderr: str) -> str:
@@ -351,7 +385,8 @@ def opcode_register_actions(settings: Any) -> list[ActionSpec]:
             "(convention: JSON on stdin, JSON on stdout, errors on stderr). A non-zero exit fails the step "
             "(EXECUTION_ERROR) and a timeout kills the whole group (TIMEOUT_ERROR); the output stays readable, "
             "e.g. with `on_error: ignore`. Processes the command leaves in the background end with it. "
-            "stdout and stderr are each capped (10 MB by default; `*_truncated` says so).",
+            "stdout and stderr are each capped (10 MB by default; `*_truncated` says so). `limits` caps memory, "
+            "CPU time and processes (cgroups v2 where available, rlimits otherwise; `isolation` says which).",
             EXEC_SCHEMA,
             execute,
             output_schema=OUTPUT_SCHEMA,
