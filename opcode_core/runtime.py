@@ -106,6 +106,8 @@ class Runtime:
         url = self.settings.database_url
         self.store = await asyncio.to_thread(_open_remote, url) if url.startswith("postgres") else Store.open(url)
         self.runner = DbRunner.for_store(self.store)
+        # Most installs have no event observer plugin: skip the hook call per event then.
+        self._event_hooks = bool(self.pm.hook.opcode_workflow_event.get_hookimpls())
         self.writer = EventWriter(self.runner, observers=[self._dispatch_event])
         await self.writer.start()
         for result in self.pm.hook.opcode_startup(runtime=self):
@@ -141,7 +143,8 @@ class Runtime:
                 observer(event)
             except Exception:
                 log.exception("event observer failed")
-        self.pm.hook.opcode_workflow_event(event=event)
+        if self._event_hooks:
+            self.pm.hook.opcode_workflow_event(event=event)
 
     def services_for(self, workflow_id: str, agent_id: str) -> RunServicesImpl:
         """The RunServices actions of one run get as `ctx.runtime`."""

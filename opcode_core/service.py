@@ -16,8 +16,11 @@ from opcode_core.engine.executor import RunInfo, WorkflowRun
 from opcode_core.engine.interpolation import StepResult
 from opcode_core.errors import NOT_FOUND, NOT_SUPPORTED, VALIDATION_ERROR, OpcodeError, ValidationError
 from opcode_core.runtime import Runtime
+from opcode_core.store.store import workflow_row
 
 RESOURCES = ("workflows", "events", "templates", "actions")
+CREATE_FIELDS = ("id", "name", "template_name", "template_version", "definition", "agent_id", "input_params",
+                 "parent_workflow_id", "idempotency_key")
 STATUS_EVENTS = 100
 STEP_DONE_EVENTS = ("step_completed", "step_failed", "step_skipped")
 
@@ -172,19 +175,14 @@ async def start_run(
 ) -> dict[str, Any]:
     """Record a new run, execute it in the runtime's task group, and answer as `opcode.run` does."""
     workflow_id = str(uuid.uuid4())
-    await rt.db(
-        rt.store.create_workflow,
-        id=workflow_id,
-        name=name,
-        template_name=template_name,
-        template_version=template_version,
-        definition=definition.raw,
-        agent_id=agent_id,
-        input_params=params,
-        parent_workflow_id=parent_workflow_id,
-        idempotency_key=idempotency_key,
-    )
-    await rt.db(rt.store.set_context, workflow_id, dict(definition.context))
+    row = workflow_row(id=workflow_id, name=name, template_name=template_name, template_version=template_version,
+                       definition=definition.raw, agent_id=agent_id, input_params=params,
+                       parent_workflow_id=parent_workflow_id, idempotency_key=idempotency_key)
+    if idempotency_key:
+        # The unique key must be checked before the run starts, so this row is written on its own.
+        await rt.db(rt.store.create_workflow, **{k: row[k] for k in CREATE_FIELDS})
+    else:
+        rt.writer.add_workflow(row)  # committed with the run's first events, in one transaction
     run = build_run(
         rt,
         RunInfo(workflow_id, name, template_name, template_version, agent_id),

@@ -47,6 +47,8 @@ class Settings:
     max_recovery_attempts: int = 3
     breaker_threshold: int = 5
     breaker_reset_s: float = 30.0
+    # Also list the six tools as opcode_define, opcode_run, ... for MCP clients that refuse dots in names.
+    underscore_tool_names: bool = False
     plugins: PluginSelection = field(default_factory=PluginSelection)
     vault_key: str | None = field(default=None, repr=False)
 
@@ -103,7 +105,9 @@ class Settings:
 
     def plugin_config(self, name: str) -> dict[str, Any]:
         """A plugin's own settings block, with `{"$env": "VAR"}` values read from the environment."""
-        return _resolve_env_refs(self.plugins.settings.get(name, {}))
+        if name not in self.plugins.settings:
+            return {}
+        return _resolve_env_refs(self.plugins.settings[name])
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with some settings replaced (used by CLI flags), validated like the file."""
@@ -242,6 +246,7 @@ _PARSERS = {
     "max_recovery_attempts": _int,
     "breaker_threshold": _int,
     "breaker_reset_s": lambda n, v: float(_duration(n, v)),
+    "underscore_tool_names": _bool,
 }
 
 ENV_VARS = {
@@ -258,6 +263,7 @@ ENV_VARS = {
     "max_recovery_attempts": "OPCODE_MAX_RECOVERY_ATTEMPTS",
     "breaker_threshold": "OPCODE_BREAKER_THRESHOLD",
     "breaker_reset_s": "OPCODE_BREAKER_RESET",
+    "underscore_tool_names": "OPCODE_UNDERSCORE_TOOLS",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -314,6 +315,8 @@ class WorkflowRun:
         remaining = dict(by_id)
         done: set[str] = set()
         running: dict[asyncio.Task[None], str] = {}
+        # Finished tasks arrive here through done-callbacks: one wake-up per completion, however wide the level.
+        finished: asyncio.Queue[asyncio.Task[None]] = asyncio.Queue()
         failure: BaseException | None = None
         try:
             while remaining or running:
@@ -327,19 +330,21 @@ class WorkflowRun:
                             done.add(sid)  # restored from before a suspension or restart, or run as a fallback
                             continue
                         task = asyncio.create_task(self.run_step(step, prefix + sid, scope, by_id, prefix))
+                        task.add_done_callback(finished.put_nowait)
                         running[task] = sid
-                    if not running and remaining:
+                    if not running and remaining and any(
+                        all(dep in done for dep in s.depends_on) for s in remaining.values()
+                    ):
                         continue
                 if not running:
                     break
-                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    sid = running.pop(task)
-                    exc = task.exception()
-                    if exc is None:
-                        done.add(sid)
-                    elif failure is None:
-                        failure = exc
+                task = await finished.get()
+                sid = running.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    done.add(sid)
+                elif failure is None:
+                    failure = exc
         finally:
             for task in running:
                 task.cancel()
@@ -377,8 +382,11 @@ class WorkflowRun:
             try:
                 if spec is None:
                     raise OpcodeError(ACTION_UNAVAILABLE, f"step type {step.type!r} is not available")
-                async with asyncio.timeout(step.timeout):
+                if step.timeout is None:
                     output = await spec.run(step, ctx)
+                else:
+                    async with asyncio.timeout(step.timeout):
+                        output = await spec.run(step, ctx)
                 break
             except StepFailed as nested:
                 # A nested step failed: this flow step fails too, and the run reports the innermost step.
@@ -619,7 +627,7 @@ class StepRunContext:
             agent_id=self.agent_id,
             attempt=self.attempt,
             logger=logging.LoggerAdapter(
-                logging.getLogger(f"opcode.action.{name}"),
+                _action_logger(name),
                 {"workflow_id": self.workflow_id, "step_id": self.step_id, "agent_id": self.agent_id},
             ),
             settings=self.run.plugin_settings(spec.plugin or ""),
@@ -692,6 +700,11 @@ def activation(scope: Scope, refs: set[str]) -> dict[str, Any]:
                     steps[sid] = scope.steps[found[0]].output
         out["steps"] = steps
     return out
+
+
+@functools.cache
+def _action_logger(name: str) -> logging.Logger:
+    return logging.getLogger(f"opcode.action.{name}")
 
 
 def _iso(ts: float | None) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 import peewee as pw
 
 from opcode_core.store.events import Event
-from opcode_core.store.models import Workflow, dumps
+from opcode_core.store.models import dumps
 from opcode_core.store.projection import STEP_FIELDS, apply_step_event, apply_workflow_event
 
 EVENT_COLUMNS = ("workflow_id", "sequence", "event_type", "step_id", "payload", "agent_id", "timestamp")
@@ -18,6 +18,13 @@ STEP_COLUMNS = ("workflow_id", *STEP_FIELDS)
 JSON_STEP_FIELDS = frozenset({"input", "output", "error"})
 # Pairs per prior-state query: two IN lists stay under SQLite's oldest limit of 999 parameters.
 PAIRS_PER_QUERY = 400
+WORKFLOW_COLUMNS = (
+    "id", "name", "template_name", "template_version", "definition", "status", "agent_id", "parent_workflow_id",
+    "input_params", "output", "error", "idempotency_key", "recovery_attempts", "created_at", "started_at",
+    "completed_at", "updated_at",
+)  # fmt: skip
+JSON_WORKFLOW_FIELDS = frozenset({"definition", "input_params", "output", "error"})
+TERMINAL_EVENTS = frozenset({"workflow_completed", "workflow_failed", "workflow_cancelled"})
 
 
 def _quoted(names: Iterable[str]) -> str:
@@ -38,10 +45,20 @@ class EventLog:
             f"INSERT INTO step_state ({_quoted(STEP_COLUMNS)}) VALUES ({marks}) "
             f'ON CONFLICT ("workflow_id", "step_id") DO UPDATE SET {updates}'
         )
+        marks = ", ".join([db.param] * len(WORKFLOW_COLUMNS))
+        self._insert_workflows = f"INSERT INTO workflows ({_quoted(WORKFLOW_COLUMNS)}) VALUES ({marks})"
+        self._update_workflow: dict[tuple[str, ...], str] = {}
+        # Step states of runs still going, as last committed: a completion needs no read-back of its start.
+        self._states: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def append(self, events: Sequence[Event], encoded_payloads: Sequence[str] | None = None) -> None:
-        """Insert the events and fold them into step_state and workflows, all in one transaction."""
-        if not events:
+    def append(
+        self,
+        events: Sequence[Event],
+        encoded_payloads: Sequence[str] | None = None,
+        new_workflows: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Insert new workflow rows and events and fold the events into step_state and workflows, in one transaction."""
+        if not events and not new_workflows:
             return
         payloads = encoded_payloads if encoded_payloads is not None else [dumps(e.payload) for e in events]
         rows = [
@@ -49,10 +66,27 @@ class EventLog:
             for e, text in zip(events, payloads, strict=True)
         ]
         with self.db.atomic():
-            # One raw statement for the whole batch: building a peewee insert per row costs several times more.
-            self._execute_many(self._insert_events, rows)
-            self._project_steps([e for e in events if e.step_id is not None])
+            if new_workflows:
+                self._execute_many(self._insert_workflows, [
+                    tuple(dumps(w.get(c)) if c in JSON_WORKFLOW_FIELDS and w.get(c) is not None else w.get(c)
+                          for c in WORKFLOW_COLUMNS)
+                    for w in new_workflows
+                ])
+            if rows:
+                # One raw statement for the whole batch: building a peewee insert per row costs several times more.
+                self._execute_many(self._insert_events, rows)
+            committed = self._project_steps([e for e in events if e.step_id is not None])
             self._project_workflows(events)
+        # Only now that the transaction committed may the cache show its states.
+        self._states.update(committed)
+        for e in events:
+            if e.event_type in TERMINAL_EVENTS:
+                self.forget(e.workflow_id)
+
+    def forget(self, workflow_id: str) -> None:
+        """Drop a finished workflow's cached step states."""
+        for pair in [pair for pair in self._states if pair[0] == workflow_id]:
+            del self._states[pair]
 
     def _execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         cursor = self.db.cursor()
@@ -61,15 +95,22 @@ class EventLog:
         else:
             cursor.executemany(sql, rows)
 
-    def _project_steps(self, events: list[Event]) -> None:
+    def _project_steps(self, events: list[Event]) -> dict[tuple[str, str], dict[str, Any]]:
         if not events:
-            return
+            return {}
         first: dict[tuple[str, str], str] = {}
         for e in events:
             first.setdefault((e.workflow_id, e.step_id or ""), e.event_type)
         # step_started begins a clean state, so only steps whose batch opens otherwise need their stored row.
         states: dict[tuple[str, str], dict[str, Any] | None] = dict.fromkeys(first)
-        needed = [pair for pair, kind in first.items() if kind != "step_started"]
+        needed = []
+        for pair, kind in first.items():
+            if kind == "step_started":
+                continue
+            if pair in self._states:
+                states[pair] = self._states[pair]
+            else:
+                needed.append(pair)
         for start in range(0, len(needed), PAIRS_PER_QUERY):
             states.update(self._load_step_states(set(islice(needed, start, start + PAIRS_PER_QUERY))))
         loaded = dict(states)
@@ -84,6 +125,7 @@ class EventLog:
         ]
         if rows:
             self._execute_many(self._upsert_steps, rows)
+        return {pair: state for pair, state in states.items() if state is not None}
 
     def _load_step_states(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         # Raw SQL: building this query with peewee cost more than running it.
@@ -110,7 +152,14 @@ class EventLog:
             if changed:
                 changes[e.workflow_id] = changed
         for workflow_id, fields in changes.items():
-            Workflow.update(**fields).where(Workflow.id == workflow_id).execute(self.db)
+            columns = tuple(fields)
+            sql = self._update_workflow.get(columns)
+            if sql is None:
+                assignments = ", ".join(f'"{c}" = {self.db.param}' for c in columns)
+                sql = f'UPDATE workflows SET {assignments} WHERE "id" = {self.db.param}'
+                self._update_workflow[columns] = sql
+            values = [dumps(v) if c in JSON_WORKFLOW_FIELDS and v is not None else v for c, v in fields.items()]
+            self.db.cursor().execute(sql, (*values, workflow_id))
 
 
 def _db_json(value: Any) -> str | None:

@@ -216,14 +216,9 @@ class Store:
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Insert a workflow in status 'pending' and return its row."""
-        now = utc_now()
-        row: dict[str, Any] = {
-            "id": id, "name": name, "template_name": template_name, "template_version": template_version,
-            "definition": definition, "status": "pending", "agent_id": agent_id,
-            "parent_workflow_id": parent_workflow_id, "input_params": input_params, "output": None,
-            "error": None, "idempotency_key": idempotency_key, "recovery_attempts": 0,
-            "created_at": now, "started_at": None, "completed_at": None, "updated_at": now,
-        }  # fmt: skip
+        row = workflow_row(id=id, name=name, template_name=template_name, template_version=template_version,
+                           definition=definition, agent_id=agent_id, input_params=input_params,
+                           parent_workflow_id=parent_workflow_id, idempotency_key=idempotency_key)
         try:
             Workflow.insert(**row).execute(self.db)
         except pw.IntegrityError as exc:
@@ -292,10 +287,16 @@ class Store:
     # -- events ----------------------------------------------------------------------------------------------
 
     @_guarded
-    def append_events(self, events: Sequence[Event], *, encoded_payloads: Sequence[str] | None = None) -> None:
-        """Insert the events and apply them to step_state and workflows, all in one transaction."""
+    def append_events(
+        self,
+        events: Sequence[Event],
+        *,
+        encoded_payloads: Sequence[str] | None = None,
+        new_workflows: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Insert new workflow rows and events and apply the events to step_state and workflows, in one transaction."""
         # encoded_payloads (one JSON text per event) spares a caller that already serialized them a second pass.
-        self._log.append(events, encoded_payloads)
+        self._log.append(events, encoded_payloads, new_workflows)
 
     @_guarded
     def list_events(
@@ -438,6 +439,29 @@ class Store:
             .execute(self.db)
         )
         return changed == 1
+
+
+def workflow_row(
+    *,
+    id: str,
+    name: str | None,
+    template_name: str | None,
+    template_version: str | None,
+    definition: dict[str, Any],
+    agent_id: str,
+    input_params: dict[str, Any] | None,
+    parent_workflow_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """A new workflow's row, in status 'pending'."""
+    now = utc_now()
+    return {
+        "id": id, "name": name, "template_name": template_name, "template_version": template_version,
+        "definition": definition, "status": "pending", "agent_id": agent_id,
+        "parent_workflow_id": parent_workflow_id, "input_params": input_params, "output": None,
+        "error": None, "idempotency_key": idempotency_key, "recovery_attempts": 0,
+        "created_at": now, "started_at": None, "completed_at": None, "updated_at": now,
+    }  # fmt: skip
 
 
 def _template_select() -> pw.ModelSelect:

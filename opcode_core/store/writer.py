@@ -88,6 +88,8 @@ class EventWriter:
         self._runner = runner
         self._observers = list(observers)
         self._buffer: list[_Pending] = []
+        # Rows of runs started since the last flush: inserted in the same transaction as their first events.
+        self._new_workflows: list[dict[str, Any]] = []
         self._inflight: list[asyncio.Future[Event]] = []
         # Last durable sequence per workflow. Sequences are numbered at flush, not at append, so a failed batch
         # leaves no hole: its workflows are forgotten here and the next batch re-reads the log.
@@ -136,11 +138,22 @@ class EventWriter:
         wake.set()
         return future
 
+    def add_workflow(self, row: dict[str, Any]) -> None:
+        """Queue a new run's row for the next batch; its events then start at sequence 1 without a lookup."""
+        if self._closed:
+            raise OpcodeError(STORE_ERROR, "event writer is closed")
+        self._new_workflows.append(row)
+        self._last_seq[row["id"]] = 0
+        self._ensure_started().set()
+
     async def drain(self) -> None:
-        """Wait until every event appended so far is committed (or its batch has failed)."""
-        waiting = [p.future for p in self._buffer] + self._inflight
-        if waiting:
-            await asyncio.wait(waiting)
+        """Wait until every event and row appended so far is committed (or its batch has failed)."""
+        while self._buffer or self._new_workflows or self._inflight:
+            waiting = [p.future for p in self._buffer] + self._inflight
+            if waiting:
+                await asyncio.wait(waiting)
+            else:
+                await asyncio.sleep(0)  # only rows are queued: the flusher takes them on its next turn
 
     async def close(self) -> None:
         """Drain, then stop the flusher; later appends raise STORE_ERROR."""
@@ -154,27 +167,30 @@ class EventWriter:
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
-            if not self._buffer:
+            if not self._buffer and not self._new_workflows:
                 if self._closed:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                # One more turn of the loop lets everything that became ready together join this batch.
+                await asyncio.sleep(0)
                 continue
             # Take everything: events that arrived together share one transaction and one thread hop.
             batch, self._buffer = self._buffer, []
+            rows, self._new_workflows = self._new_workflows, []
             self._inflight = [p.future for p in batch]
             try:
-                await self._flush(batch)
+                await self._flush(batch, rows)
             except Exception as exc:  # a bug here must not strand every later append
                 log.exception("event writer failed on a batch of %d", len(batch))
                 _fail(batch, OpcodeError(STORE_ERROR, f"event writer failed: {exc}"))
             finally:
                 self._inflight = []
 
-    async def _flush(self, batch: list[_Pending]) -> None:
+    async def _flush(self, batch: list[_Pending], rows: list[dict[str, Any]]) -> None:
         known = {p.workflow_id: self._last_seq[p.workflow_id] for p in batch if p.workflow_id in self._last_seq}
         try:
-            events, last = await self._runner.call(_write_batch, self._runner.store, batch, known)
+            events, last = await self._runner.call(_write_batch, self._runner.store, batch, known, rows)
         except Exception as exc:
             error = exc if isinstance(exc, OpcodeError) else OpcodeError(STORE_ERROR, f"event batch failed: {exc}")
             log.error("event batch of %d failed: %s", len(batch), error)
@@ -212,15 +228,19 @@ def _fail(batch: list[_Pending], error: OpcodeError) -> None:
             p.future.exception()
 
 
-def _write_batch(store: Store, batch: list[_Pending], known: dict[str, int]) -> tuple[list[Event], dict[str, int]]:
+def _write_batch(
+    store: Store, batch: list[_Pending], known: dict[str, int], rows: list[dict[str, Any]]
+) -> tuple[list[Event], dict[str, int]]:
     """Number the batch's events per workflow (seeding unknown workflows from the log) and commit them."""
     last = dict(known)
-    last.update(store.last_sequences({p.workflow_id for p in batch} - known.keys()))
+    unknown = {p.workflow_id for p in batch} - known.keys()
+    if unknown:
+        last.update(store.last_sequences(unknown))
     events = []
     for p in batch:
         last[p.workflow_id] += 1
         events.append(
             Event(p.workflow_id, last[p.workflow_id], p.event_type, p.step_id, p.payload, p.agent_id, p.timestamp)
         )
-    store.append_events(events, encoded_payloads=[p.encoded for p in batch])
+    store.append_events(events, encoded_payloads=[p.encoded for p in batch], new_workflows=rows)
     return events, last
