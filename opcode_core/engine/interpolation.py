@@ -60,8 +60,26 @@ class Scope:
 
 def interpolate(value: Any, scope: Scope) -> Any:
     """Resolve references in strings, recursively through lists and dicts; secrets in a second pass."""
-    first = _walk(value, lambda text: _render(text, scope, secrets=False))
-    return _walk(first, lambda text: _render(text, scope, secrets=True))
+    return _walk(value, lambda text: _render_both(text, scope))
+
+
+def _render_both(text: str, scope: Scope) -> Any:
+    # The secrets pass runs on each string right after the first pass, so one walk of the params does both:
+    # a reference that resolved to text holding `${{secrets.X}}` (e.g. an input default) is resolved too.
+    first = _render(text, scope, secrets=False)
+    if isinstance(first, str) and "${{" in first and "secrets." in first:
+        return _render(first, scope, secrets=True)
+    return _walk(first, lambda inner: _render(inner, scope, secrets=True)) if _has_secret_ref(first) else first
+
+
+def _has_secret_ref(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${{" in value and "secrets." in value
+    if isinstance(value, list):
+        return any(_has_secret_ref(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_secret_ref(v) for v in value.values())
+    return False
 
 
 def _walk(value: Any, render: Callable[[str], Any]) -> Any:

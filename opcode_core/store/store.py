@@ -9,12 +9,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import orjson
 import peewee as pw
 from playhouse.migrations import Runner
 
 from opcode_core.errors import CONFLICT, STORE_ERROR, VALIDATION_ERROR, OpcodeError
 from opcode_core.store.database import DRIVER_ERRORS, open_database
-from opcode_core.store.eventlog import EVENT_COLUMNS, EventLog
+from opcode_core.store.eventlog import EventLog
 from opcode_core.store.events import Event
 from opcode_core.store.models import (
     Agent,
@@ -363,13 +364,17 @@ class Store:
     def rebuild_step_states(self, workflow_id: str) -> dict[str, dict[str, Any]]:
         """Replay the workflow's events through the projection; equals `get_step_states` unless a row drifted."""
         states: dict[str, dict[str, Any]] = {}
-        for row in self.list_events(workflow_id=workflow_id):
-            if row["step_id"] is None:
-                continue
-            event = Event(**{k: row[k] for k in EVENT_COLUMNS})
-            state = apply_step_event(states.get(row["step_id"]), event)
+        # Raw cursor and orjson: replay reads every event of a run, where model objects cost several times more.
+        cursor = self.db.execute_sql(
+            "SELECT workflow_id, sequence, event_type, step_id, payload, agent_id, timestamp FROM events "
+            f"WHERE workflow_id = {self.db.param} AND step_id IS NOT NULL ORDER BY sequence",
+            (workflow_id,),
+        )
+        for wid, seq, kind, step_id, payload, agent, ts in cursor.fetchall():
+            event = Event(wid, seq, kind, step_id, orjson.loads(payload) if payload else {}, agent, ts)
+            state = apply_step_event(states.get(step_id), event)
             if state is not None:
-                states[row["step_id"]] = state
+                states[step_id] = state
         return states
 
     # -- context ---------------------------------------------------------------------------------------------
