@@ -21,3 +21,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+.PHONY: bench bench-quick
+bench: setup
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: setup
+	$(BIN)/python -m benchmarks.run --quick

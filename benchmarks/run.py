@@ -43,6 +43,7 @@ async def bench_shapes(quick: bool, use_dbos: bool) -> tuple[dict[str, dict[str,
     """Median seconds per shape and contender."""
     results: dict[str, dict[str, float]] = {}
     notes: dict[str, str] = {}
+    checks: dict[str, dict[str, int]] = {}
     floor_b = FloorB(temp_home() / "floor_b.db")
     dbos = make_dbos(temp_home()) if use_dbos else "skipped (--no-dbos or --quick)"
     if isinstance(dbos, str):
@@ -59,11 +60,66 @@ async def bench_shapes(quick: bool, use_dbos: bool) -> tuple[dict[str, dict[str,
             if not isinstance(dbos, str):
                 row["dbos"] = statistics.median(await timed_runs(dbos.run, shape, copies, max(3, n // 4)))
             results[name] = row
+            checks[name] = await verify(disk, floor_b, shape)
             print(f"  measured {name}", file=sys.stderr)
     floor_b.close()
     if not isinstance(dbos, str):
         dbos.close()
+    notes["checks"] = json.dumps(checks)
     return results, notes
+
+
+async def verify(disk: Any, floor_b: FloorB, shape: Shape) -> dict[str, int]:
+    """What one run of each durable contender really wrote: 2N+2 events, N completed step states."""
+    result = await disk.run(shape)
+    store = disk.runtime.store
+    events = store.count_events(result["workflow_id"])
+    states = store.get_step_states(result["workflow_id"])
+    return {"steps": len(shape), "opcode_events": events,
+            "opcode_completed_steps": sum(s["status"] == "completed" for s in states.values()),
+            "floor_b_events": await floor_b.run(shape)}
+
+
+async def scale_curve(quick: bool) -> dict[str, float]:
+    """Cost of a run as history grows: early vs late runs of one template; early vs late steps of one run."""
+    from benchmarks.shapes import definition, parallel
+    from opcode_core import service
+
+    prior = 500 if quick else 10_000
+    out: dict[str, float] = {}
+    async with durable(temp_home()) as disk:
+        shape = parallel(10)
+        early = [await _timed(disk.run(shape)) for _ in range(20)]
+        for _ in range(prior):
+            await disk.run(shape)
+        late = [await _timed(disk.run(shape)) for _ in range(20)]
+        out["run_10_steps_early_s"] = statistics.median(early)
+        out[f"run_10_steps_after_{prior}_runs_s"] = statistics.median(late)
+        # One run of 2,500 loop iterations (~7,500 events): per-iteration cost at its start and at its end.
+        items = 400 if quick else 2_500
+        loop = {"steps": [{"id": "each", "type": "loop", "config": {"over": list(range(items)),
+                                                                    "body": definition({"b": []})["steps"]}}]}
+        await service.define_template(disk.runtime, name="scale-loop", definition=loop, agent_id="bench")
+        result = await service.run_workflow(disk.runtime, template_name="scale-loop", agent_id="bench")
+        events = disk.runtime.store.list_events(workflow_id=result["workflow_id"], event_type="loop_iter_started")
+        stamps = [e["timestamp"] for e in events]
+
+        def span(a: int, b: int) -> float:
+            from datetime import datetime
+
+            t0, t1 = (datetime.fromisoformat(stamps[i].replace("Z", "+00:00")) for i in (a, b))
+            return (t1 - t0).total_seconds() / (b - a)
+
+        out["loop_iteration_first_100_s"] = span(0, 100)
+        out[f"loop_iteration_last_100_of_{items}_s"] = span(items - 101, items - 1)
+        out["loop_run_events"] = disk.runtime.store.count_events(result["workflow_id"])
+    return out
+
+
+async def _timed(awaitable: Any) -> float:
+    started = time.perf_counter()
+    await awaitable
+    return time.perf_counter() - started
 
 
 def fmt(seconds: float) -> str:
@@ -104,9 +160,11 @@ async def main(argv: list[str]) -> dict[str, Any]:
     async with in_memory(temp_home()) as contender:
         expressions = micro.expression_costs(contender.runtime.expressions)
     mcp = await micro.mcp_round_trips(20 if args.quick else 200)
+    scale = await scale_curve(args.quick)
     print(shape_table(shapes))
-    for note in notes.values():
-        print(f"note: {note}")
+    for key, note in notes.items():
+        if key != "checks":
+            print(f"note: {note}")
     print()
     print(f"append, one writer        {appends['append_sequential_per_s']:>10.0f} events/s")
     print(f"append, 100 writers       {appends['append_concurrent_100_per_s']:>10.0f} events/s")
@@ -118,7 +176,11 @@ async def main(argv: list[str]) -> dict[str, Any]:
     print(f"MCP opcode.run 1 step     p50 {fmt(mcp['mcp_run_p50_s'])}  p99 {fmt(mcp['mcp_run_p99_s'])}"
           f"  ({ratio:.2f}x the lightest call)")
     print(f"MCP opcode.query          p50 {fmt(mcp['mcp_query_p50_s'])}  p99 {fmt(mcp['mcp_query_p99_s'])}")
+    print()
+    for key, value in scale.items():
+        print(f"{key:<40}{fmt(value) if key.endswith('_s') else int(value):>12}")
     out = {"shapes": shapes, "notes": notes, "appends": appends, "expressions": expressions, "mcp": mcp,
+           "scale": scale, "checks": json.loads(notes.pop("checks")),
            "quick": args.quick, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
