@@ -584,3 +584,16 @@ def test_upstream_json_array_over_needs_no_engine() -> None:
     steps = json.loads(path.read_text())["definition"]["steps"]
     overs = [step["config"]["over"] for step in steps if step.get("type") == "loop"]
     assert [is_json_array_literal(over) for over in overs] == [["api", "db", "cache"]]
+
+
+def test_rust_cel_refuses_quadratic_list_building_over_a_large_list() -> None:
+    from opcode_plugins.expressions.cel import make_engine as build
+
+    engine = build("common-expression-language", cap=100)
+    compiled = engine.compile("inputs.xs.filter(x, x > 1)")
+    assert engine.evaluate(compiled, {"inputs": {"xs": list(range(100))}}) == list(range(2, 100))
+    with pytest.raises(ExpressionError) as info:
+        engine.evaluate(compiled, {"inputs": {"xs": list(range(101))}})
+    assert info.value.code == "EXECUTION_ERROR" and "jq" in info.value.message and "101 items" in info.value.message
+    # exists() does not build a list: no cap
+    assert engine.evaluate(engine.compile("inputs.xs.exists(x, x == 100)"), {"inputs": {"xs": list(range(101))}})
