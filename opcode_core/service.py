@@ -135,6 +135,8 @@ async def revive_run(rt: Runtime, wf: dict[str, Any], *, interrupted: bool = Fal
     }
     # A step that started before (interrupted, failed, retried) runs again as its next attempt, marked a re-run.
     attempts = {sid: st.get("attempt") or 1 for sid, st in states.items() if sid not in restored}
+    waits = await rt.db(rt.store.list_events, workflow_id=wf["id"], event_type="wait_started")
+    deadlines = {e["step_id"]: e["payload"]["until"] for e in waits if e["payload"].get("until")}
     context = await rt.db(rt.store.get_context, wf["id"])
     template = None
     if wf.get("template_name"):
@@ -151,6 +153,7 @@ async def revive_run(rt: Runtime, wf: dict[str, Any], *, interrupted: bool = Fal
         context=context or dict(definition.context),
         restored=restored,
         attempts=attempts,
+        deadlines=deadlines,
         status=status if status != "pending" else "suspended",
         output_schema=(template or {}).get("output_schema"),
     )

@@ -112,6 +112,7 @@ class WorkflowRun:
         output_schema: dict[str, Any] | None = None,
         attempts: dict[str, int] | None = None,
         breakers: CircuitBreakers | None = None,
+        deadlines: dict[str, float] | None = None,
     ) -> None:
         self.info = info
         self.definition = definition
@@ -130,6 +131,8 @@ class WorkflowRun:
         # Attempts a step has already had (a `retry` signal or a recovery re-runs it as attempt n+1).
         self.attempts: dict[str, int] = dict(attempts or {})
         self.breakers = breakers
+        # Deadlines (epoch seconds) that steps recorded before a restart, so a wait resumes where it was.
+        self.deadlines: dict[str, float] = dict(deadlines or {})
         self.restored = restored or {}
         self.scope = Scope(
             inputs={**definition.inputs, **params},
@@ -660,6 +663,10 @@ class StepRunContext:
 
     def _breaker_event(self, action: str, state: str, details: dict[str, Any]) -> None:
         self.run.emit(f"circuit_breaker_{state}", self.step_id, {"action": action, **details})
+
+    def deadline(self, seconds: float) -> float:
+        """This step's deadline: the one it recorded before a restart, else now + seconds (epoch seconds)."""
+        return self.run.deadlines.setdefault(self.step_id, time.time() + seconds)
 
     async def wait_for_signal(self, name: str | None) -> dict[str, Any]:
         """Suspend until a signal names this step or `name`; returns `{signal_type, payload}`."""

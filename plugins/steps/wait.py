@@ -27,13 +27,16 @@ CONFIG_SCHEMA = {
 async def run_wait(step: StepDef, ctx: Any) -> dict[str, Any]:
     """`{waited: ms}` after a duration, or `{signal, payload}` once signalled."""
     config = step.config
-    await ctx.emit("wait_started", {k: config[k] for k in ("duration", "signal") if k in config})
     if "duration" in config:
-        started = time.monotonic()
-        await asyncio.sleep(parse_duration(config["duration"]))
-        waited = int((time.monotonic() - started) * 1000)
+        seconds = parse_duration(config["duration"])
+        # The deadline is recorded, so a run revived after a restart waits only for what is left.
+        until = ctx.deadline(seconds)
+        await ctx.emit("wait_started", {"duration": config["duration"], "until": until})
+        await asyncio.sleep(max(0.0, until - time.time()))
+        waited = int(seconds * 1000)
         await ctx.emit("wait_completed", {"waited": waited})
         return {"waited": waited}
+    await ctx.emit("wait_started", {"signal": config["signal"]})
     received = await ctx.wait_for_signal(config["signal"])
     await ctx.emit("wait_completed", {"signal": config["signal"]})
     return {"signal": config["signal"], "payload": received.get("payload")}

@@ -168,3 +168,30 @@ async def test_a_decision_deadline_passed_while_down_applies_the_fallback(tmp_pa
         stop_server(proc.process)
     assert state["steps"]["ask"]["output"]["choice"] == "no"
     assert state["steps"]["ask"]["output"]["resolved_by"] == "timeout"
+
+
+async def test_a_wait_resumes_its_recorded_deadline_after_a_crash(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    home = tmp_path / "home"
+    definition = {"steps": [{"id": "pause", "type": "wait", "config": {"duration": "4s"}}]}
+    proc = start_server(home, OPCODE_RECOVERY="auto")
+    try:
+        async with connect(proc, "streamable_http") as session:
+            await call(session, "opcode.define", {"name": "pause", "definition": definition, "agent_id": "w"})
+            run = await call(session, "opcode.run", {"template_name": "pause", "agent_id": "w", "wait": False})
+        await anyio.sleep(1.0)
+        kill_hard(proc)
+    finally:
+        stop_server(proc.process)
+    proc = start_server(home, OPCODE_RECOVERY="auto")
+    try:
+        state = await wait_status(proc, run["workflow_id"], "completed")
+    finally:
+        stop_server(proc.process)
+    stamps = {}
+    for event in state["events"]:
+        if event["event_type"] in ("wait_started", "wait_completed"):
+            stamps.setdefault(event["event_type"], datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")))
+    took = (stamps["wait_completed"] - stamps["wait_started"]).total_seconds()
+    assert 3.8 <= took < 5.5, took  # from scratch after the restart it would be >= 1 + restart + 4 s
