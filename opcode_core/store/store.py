@@ -203,27 +203,13 @@ class Store:
     # -- workflows -------------------------------------------------------------------------------------------
 
     @_guarded
-    def create_workflow(
-        self,
-        *,
-        id: str,
-        name: str | None,
-        template_name: str | None,
-        template_version: str | None,
-        definition: dict[str, Any],
-        agent_id: str,
-        input_params: dict[str, Any] | None,
-        parent_workflow_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        """Insert a workflow in status 'pending' and return its row."""
-        row = workflow_row(id=id, name=name, template_name=template_name, template_version=template_version,
-                           definition=definition, agent_id=agent_id, input_params=input_params,
-                           parent_workflow_id=parent_workflow_id, idempotency_key=idempotency_key)
+    def create_workflow(self, **fields: Any) -> dict[str, Any]:
+        """Insert a workflow in status 'pending' (fields as `workflow_row` takes them) and return its row."""
+        row = workflow_row(**fields)
         try:
             Workflow.insert(**row).execute(self.db)
         except pw.IntegrityError as exc:
-            raise OpcodeError(CONFLICT, f"workflow {id!r} or its idempotency key already exists") from exc
+            raise OpcodeError(CONFLICT, f"workflow {row['id']!r} or its idempotency key already exists") from exc
         return row
 
     @_guarded
@@ -444,6 +430,67 @@ class Store:
             .execute(self.db)
         )
         return changed == 1
+
+    # -- panel read side: counters and pages -----------------------------------------------------------------
+
+    @_guarded
+    def workflow_counts(self) -> dict[str, dict[str, int]]:
+        """How many workflows each agent has in each status: {agent_id: {status: n}}."""
+        query = Workflow.select(Workflow.agent_id, Workflow.status, pw.fn.COUNT(Workflow.id)).group_by(
+            Workflow.agent_id, Workflow.status
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for agent_id, status, n in self._q(query.tuples()):
+            counts.setdefault(agent_id, {})[status] = n
+        return counts
+
+    @_guarded
+    def page_workflows(
+        self, status: str | None = None, agent_id: str | None = None, *, limit: int = 25, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of workflows, newest first, without their definitions, and how many match in all."""
+        where = []
+        if status is not None:
+            where.append(Workflow.status == status)
+        if agent_id is not None:
+            where.append(Workflow.agent_id == agent_id)
+        fields = [f for f in Workflow._meta.sorted_fields if f.name != "definition"]
+        query = Workflow.select(*fields)
+        total = Workflow.select()
+        for clause in where:
+            query, total = query.where(clause), total.where(clause)
+        query = query.order_by(Workflow.created_at.desc(), Workflow.id.desc()).limit(limit).offset(offset)
+        return list(self._q(query.dicts())), self._q(total).count()
+
+    @_guarded
+    def page_events(
+        self, workflow_id: str | None = None, event_type: str | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """One page of events, newest first, filtered by workflow and type."""
+        query = EventRow.select().order_by(EventRow.id.desc())
+        if workflow_id is not None:
+            query = query.where(EventRow.workflow_id == workflow_id)
+        if event_type is not None:
+            query = query.where(EventRow.event_type == event_type)
+        return list(self._q(query.limit(limit).offset(offset).dicts()))
+
+    @_guarded
+    def event_types(self) -> list[str]:
+        """Every event type the log holds, sorted."""
+        query = EventRow.select(EventRow.event_type).distinct().order_by(EventRow.event_type)
+        return [kind for (kind,) in self._q(query.tuples())]
+
+    @_guarded
+    def template_summaries(self) -> list[dict[str, Any]]:
+        """One row per template name: latest version number, how many versions, when last defined."""
+        t = WorkflowTemplate
+        query = (
+            t.select(t.name, pw.fn.MAX(t.version_num).alias("latest"), pw.fn.COUNT(t.id).alias("versions"),
+                     pw.fn.MAX(t.created_at).alias("updated_at"))
+            .group_by(t.name)
+            .order_by(pw.fn.MAX(t.created_at).desc())
+        )
+        return [{**row, "latest": f"v{row['latest']}"} for row in self._q(query.dicts())]
 
 
 def workflow_row(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
+
+from opcode_core.engine.expressions import go_float_text
 
 # Ranges and repeated strings larger than this stop the expression (expr-lang's memory budget).
 MEMORY_BUDGET = 1_000_000
@@ -197,30 +198,6 @@ def make_range(a: Any, b: Any, pos: int | None = None) -> list[int]:
     return list(range(a, b + 1))
 
 
-def go_float(value: float) -> str:
-    """A float as Go's %v prints it: shortest digits, exponent form below 1e-4 and from 1e6 (`1e+06`)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1, value) < 0 else "0"
-    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
-    text = "".join(map(str, digits))
-    assert isinstance(exponent, int)
-    point = len(text) + exponent
-    exp = point - 1
-    prefix = "-" if sign else ""
-    if exp < -4 or exp >= 6:
-        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
-        return f"{prefix}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if point <= 0:
-        return f"{prefix}0.{'0' * -point}{text}"
-    if point >= len(text):
-        return prefix + text + "0" * (point - len(text))
-    return f"{prefix}{text[:point]}.{text[point:]}"
-
-
 def go_string(value: Any) -> str:
     """`string(v)`: Go's %v rendering, so `string(1.0)` is "1" and `string([1, "a"])` is "[1 a]"."""
     if value is None:
@@ -228,7 +205,7 @@ def go_string(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return go_float(value)
+        return go_float_text(value)
     if isinstance(value, list | tuple):
         return "[" + " ".join(go_string(v) for v in value) + "]"
     if isinstance(value, dict):

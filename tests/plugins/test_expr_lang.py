@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from opcode_core.engine.expressions import go_float_text as go_float
 from opcode_core.errors import EXECUTION_ERROR, VALIDATION_ERROR, ExpressionError
 from opcode_plugins import expr_lang
-from opcode_plugins.expr_lang.values import go_float
 
 ENV: dict[str, Any] = {
     "xs": [
