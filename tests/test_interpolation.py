@@ -83,3 +83,12 @@ def test_state_machines_refuse_invalid_transitions() -> None:
     run.to("active")
     run.to("failed")
     run.to("active")  # a retry signal may revive a failed run
+
+
+def test_cel_style_step_index_reads_the_output(scope: Scope) -> None:
+    scope.steps["review-gate"] = StepResult("completed", {"choice": "reject"})
+    assert interpolate("Decision: ${{steps['review-gate'].choice}}", scope) == "Decision: reject"
+    assert interpolate('${{steps["fetch"].body.items[1].id}}', scope) == 8
+    with pytest.raises(OpcodeError) as info:
+        interpolate("${{steps['nope'].x}}", scope)
+    assert info.value.code == INTERPOLATION_ERROR and "nope" in info.value.message

@@ -13,6 +13,8 @@ from opcode_core.errors import INTERPOLATION_ERROR, VAULT_ERROR, OpcodeError
 REFERENCE = re.compile(r"\$\{\{\s*([^{}]+?)\s*\}\}")
 _PATH_TOKEN = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\[['\"]([^'\"]+)['\"]\]")
 NAMESPACES = ("steps", "inputs", "workflow", "context", "secrets", "loop")
+# `steps['id'].field`, as CEL and the original's examples write it: the step's output, indexed by id.
+_STEP_INDEX = re.compile(r"""steps\[\s*(['"])(?P<id>[^'"]+)\1\s*\](?P<tail>.*)$""", re.S)
 
 
 @dataclass
@@ -116,6 +118,9 @@ def _is_secret(ref: str) -> bool:
 
 def resolve(ref: str, scope: Scope) -> Any:
     """The value a reference such as `steps.fetch.output.body[0].id` names; INTERPOLATION_ERROR if none."""
+    indexed = _STEP_INDEX.match(ref)
+    if indexed:
+        return _resolve_step(ref, f"{indexed['id']}.output{indexed['tail']}", scope)
     namespace, _, rest = ref.partition(".")
     if namespace not in NAMESPACES:
         raise _error(ref, f"unknown namespace {namespace!r} (expected one of {', '.join(NAMESPACES)})")
