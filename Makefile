@@ -29,3 +29,8 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python -m benchmarks.run --quick
+
+# Screenshots of the web panel for the README and docs/panel.md (needs Debian's chromium).
+.PHONY: screenshots
+screenshots: setup
+	$(BIN)/python -m tests.test_panel_browser docs/images

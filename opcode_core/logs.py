@@ -7,7 +7,10 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-_BOUND = ("workflow_id", "step_id", "agent_id", "plugin")
+from opcode_core.redaction import LOG_REDACTOR
+
+_BOUND = ("workflow_id", "step_id", "agent_id", "plugin", "data")
+_NOISY = ("uvicorn.access", "mcp.server.lowlevel.server", "httpx", "httpx2", "peewee", "sse_starlette")
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +30,8 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        # Secret values a run resolved never reach a log line, whichever field (or object's str()) holds them.
+        return json.dumps(LOG_REDACTOR.redact(out), default=lambda obj: LOG_REDACTOR.redact_text(str(obj)))
 
 
 def configure_logging(level: str) -> None:
@@ -36,6 +40,12 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    set_log_level(level)
+
+
+def set_log_level(level: str) -> None:
+    """Change the level of opcode's logs (at start-up, and live on SIGHUP)."""
+    root = logging.getLogger()
     root.setLevel(level.upper() if level != "warn" else "WARNING")
-    for noisy in ("uvicorn.access", "mcp.server.lowlevel.server", "httpx"):
+    for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -81,6 +82,36 @@ class Registry:
                 if name in report.plugins:
                     getattr(report.plugins[name], attr).append(spec.name)
 
+    def add_actions(self, plugin: str, specs: list[ActionSpec], report: PluginReport | None = None) -> None:
+        """Add a plugin's actions after start-up (e.g. an external MCP server's tools): all of them, or none.
+
+        A name already held raises DuplicateNameError naming both plugins, as at start-up.
+        """
+        taken: list[str] = []
+        seen: set[str] = set()
+        for spec in specs:
+            _check_spec(spec, plugin)
+            if spec.name in self.actions or spec.name in seen:
+                other = self.actions[spec.name].plugin if spec.name in self.actions else plugin
+                taken.append(f"action {spec.name!r} is registered by both plugin {other!r} and plugin {plugin!r}")
+            seen.add(spec.name)
+        if taken:
+            raise DuplicateNameError("; ".join(taken))
+        for spec in specs:
+            self.actions[spec.name] = replace(spec, plugin=plugin)
+            self._validators.pop(spec.name, None)
+            if report is not None and plugin in report.plugins:
+                report.plugins[plugin].actions.append(spec.name)
+
+    def remove_actions(self, plugin: str, names: Iterable[str], report: PluginReport | None = None) -> None:
+        """Forget actions a plugin added with add_actions; a name another plugin holds is left alone."""
+        for name in list(names):
+            if name in self.actions and self.actions[name].plugin == plugin:
+                del self.actions[name]
+                self._validators.pop(name, None)
+                if report is not None and plugin in report.plugins and name in report.plugins[plugin].actions:
+                    report.plugins[plugin].actions.remove(name)
+
     def raise_on_duplicates(self) -> None:
         """Stop start-up when two plugins claimed the same name."""
         if self.duplicates:
@@ -120,6 +151,26 @@ class Registry:
                 row["output_schema"] = spec.output_schema
             rows.append(row)
         return rows
+
+
+def plugin_states(pm: pluggy.PluginManager, settings: Settings, runtime: Any = None) -> dict[str, Any]:
+    """What plugins report about their own state (e.g. external MCP servers), by plugin name.
+
+    A plugin takes part by defining `plugin_state(config, runtime)`, given its own settings block and the running
+    runtime (None outside a server, as in `opcode plugins`); it returns JSON, or None to be left out.
+    """
+    states: dict[str, Any] = {}
+    for name, plugin in pm.list_name_plugin():
+        describe = getattr(plugin, "plugin_state", None)
+        if not callable(describe):
+            continue
+        try:
+            state = describe(settings.plugin_config(name), runtime)
+        except Exception as exc:
+            state = {"error": f"{type(exc).__name__}: {exc}"}
+        if state is not None:
+            states[name] = state
+    return states
 
 
 def _check_spec(spec: Any, plugin: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,13 +13,15 @@ from opcode_core.decisions import DecisionBook
 from opcode_core.engine.breakers import CircuitBreakers
 from opcode_core.engine.executor import WorkflowRun
 from opcode_core.engine.expressions import ExpressionEvaluator
-from opcode_core.errors import ConfigError
+from opcode_core.errors import ConfigError, OpcodeError
 from opcode_core.plugins import PluginReport, build_plugin_manager
+from opcode_core.redaction import LOG_REDACTOR, Redactor
 from opcode_core.registry import Registry
 from opcode_core.run_services import RunServicesImpl
 from opcode_core.settings import Settings
 from opcode_core.store.store import Store
 from opcode_core.store.writer import DbRunner, EventWriter
+from opcode_core.vault import Vault, no_vault
 
 log = logging.getLogger("opcode.runtime")
 
@@ -67,6 +70,9 @@ class Runtime:
         self.store: Store | None = None
         self.runner: DbRunner | None = None
         self.writer: EventWriter | None = None
+        # The secret vault (None without a key) and the secret values it handed out, hidden wherever runs report.
+        self.vault: Vault | None = None
+        self.redactor = Redactor(also=(LOG_REDACTOR,))
         self.expressions: ExpressionEvaluator | None = None
         self.decisions = DecisionBook(self)
         self.breakers = CircuitBreakers(settings.breaker_threshold, settings.breaker_reset_s)
@@ -76,7 +82,19 @@ class Runtime:
         self._observers: list[Observer] = []
         self._group: asyncio.TaskGroup | None = None
         # The server installs a notifier that reaches connected MCP sessions; none by default.
-        self.notifier: Callable[[str, dict[str, Any]], Any] | None = None
+        self._notifier: Callable[[str, dict[str, Any]], Any] | None = None
+
+    @property
+    def notifier(self) -> Callable[[str, dict[str, Any]], Any] | None:
+        """What pushes `workflow.notify` messages to an agent's MCP sessions, with secret values redacted."""
+        inner = self._notifier
+        if inner is None:
+            return None
+        return lambda agent_id, payload: inner(agent_id, self.redactor.redact(payload))
+
+    @notifier.setter
+    def notifier(self, value: Callable[[str, dict[str, Any]], Any] | None) -> None:
+        self._notifier = value
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
@@ -106,6 +124,7 @@ class Runtime:
         url = self.settings.database_url
         self.store = await asyncio.to_thread(_open_remote, url) if url.startswith("postgres") else Store.open(url)
         self.runner = DbRunner.for_store(self.store)
+        await self._open_vault()
         # Most installs have no event observer plugin: skip the hook call per event then.
         self._event_hooks = bool(self.pm.hook.opcode_workflow_event.get_hookimpls())
         self.writer = EventWriter(self.runner, observers=[self._dispatch_event])
@@ -113,6 +132,26 @@ class Runtime:
         for result in self.pm.hook.opcode_startup(runtime=self):
             if asyncio.iscoroutine(result):
                 await result
+
+    async def _open_vault(self) -> None:
+        """Derive the vault key once and check it; a wrong key stops start-up (VAULT_ERROR), no key is allowed."""
+        passphrase = self.settings.vault_key
+        if not passphrase:
+            log.info("no vault key configured: ${{secrets.*}} references fail with VAULT_ERROR")
+            return
+        self.redactor.add(passphrase)
+        try:
+            self.vault = await self.db(Vault.open, self.store, passphrase, on_reveal=self.redactor.add)
+        except BaseException as exc:
+            if isinstance(exc, OpcodeError):
+                log.error("cannot start: %s: %s", exc.code, exc.message)
+            self.runner.close()
+            self.store.close()
+            raise
+        self.store.redact = self.redactor.redact
+        # The key stays in memory only: child processes (shell.exec inherits the environment) never see it.
+        os.environ.pop("OPCODE_VAULT_KEY", None)
+        log.info("vault opened")
 
     async def stop(self) -> None:
         """Flush events, run shut-down hooks and close the store."""
@@ -154,6 +193,7 @@ class Runtime:
         """Execute a run in the runtime's task group, never in a caller's task."""
         wid = run.info.workflow_id
         self.runs[wid] = run
+        run.use_secrets(self.vault.lookup if self.vault is not None else no_vault, self.redactor)
 
         async def guarded() -> None:
             try:

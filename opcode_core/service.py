@@ -14,7 +14,7 @@ from opcode_core.decisions import decision_view
 from opcode_core.engine.definition import WorkflowDef, load_definition
 from opcode_core.engine.executor import RunInfo, WorkflowRun
 from opcode_core.engine.interpolation import StepResult
-from opcode_core.errors import NOT_FOUND, NOT_SUPPORTED, VALIDATION_ERROR, OpcodeError, ValidationError
+from opcode_core.errors import NOT_FOUND, VALIDATION_ERROR, OpcodeError, ValidationError
 from opcode_core.runtime import Runtime
 from opcode_core.store.store import workflow_row
 
@@ -341,9 +341,47 @@ async def send_signal(rt: Runtime, **arguments: Any) -> dict[str, Any]:
     return await deliver(rt, **arguments)
 
 
-async def render_diagram(rt: Runtime, **_: Any) -> dict[str, Any]:
-    """Diagrams arrive with the operations work; refused clearly until then."""
-    raise OpcodeError(NOT_SUPPORTED, "opcode.diagram is not yet supported by this server")
+async def render_diagram(
+    rt: Runtime,
+    *,
+    format: str,
+    template_name: str | None = None,
+    workflow_id: str | None = None,
+    version: str | None = None,
+    include_status: bool = True,
+) -> dict[str, Any]:
+    """Draw a template, or a run with its step statuses, as ascii, mermaid or a PNG: `{format, diagram}`."""
+    # Pillow and grandalf load only when a diagram is asked for.
+    from opcode_core import diagrams
+
+    if format not in diagrams.FORMATS:
+        raise ValidationError(f"unknown format {format!r} (expected one of {', '.join(diagrams.FORMATS)})",
+                              [{"path": "format", "message": f"expected one of {', '.join(diagrams.FORMATS)}"}])
+    if bool(template_name) == bool(workflow_id):
+        raise ValidationError("give exactly one of template_name or workflow_id",
+                              [{"path": "template_name", "message": "exactly one of template_name, workflow_id"}])
+    if workflow_id:
+        if version:
+            raise ValidationError("version goes with template_name; a run is drawn from the definition it ran",
+                                  [{"path": "version", "message": "only with template_name"}])
+        await rt.writer.drain()
+        wf = await rt.db(rt.store.get_workflow, workflow_id)
+        if wf is None:
+            raise OpcodeError(NOT_FOUND, f"workflow {workflow_id!r} not found")
+        states = await rt.db(rt.store.get_step_states, workflow_id) if include_status else None
+        name = " ".join(filter(None, [wf.get("template_name") or wf.get("name"), wf.get("template_version")]))
+        title = " · ".join(filter(None, [name, f"run {wf['id']}", wf["status"] if include_status else None]))
+        diagram = diagrams.build_diagram(wf.get("definition") or {}, rt.registry.step_types, states=states,
+                                         title=title, status=wf["status"] if include_status else None)
+    else:
+        template = await rt.db(rt.store.get_template, template_name, version)
+        if template is None:
+            which = f"version {version} of " if version else ""
+            raise OpcodeError(NOT_FOUND, f"{which}template {template_name!r} not found")
+        diagram = diagrams.build_diagram(template["definition"], rt.registry.step_types,
+                                         title=f"{template_name} {template['version']}")
+    # Layout and PNG encoding are CPU work: off the event loop, so other runs and tools keep moving.
+    return await asyncio.to_thread(diagrams.render, diagram, format)
 
 
 def _workflow_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -156,7 +156,7 @@ async def _cancel(rt: Runtime, wf: dict[str, Any], step_id: str | None, record: 
     reason = record.get("reasoning") or f"cancelled by {record.get('agent_id') or 'a signal'}"
     run = rt.runs.get(wid)
     if run is not None:
-        run.cancel(reason)
+        run.cancel(reason, by=record.get("agent_id"))
         return await _settled_answer(run, "cancel")
     # Not live here (suspended before a restart): close it in the log without running anything.
     for sid, state in (await rt.db(rt.store.get_step_states, wid)).items():

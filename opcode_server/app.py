@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,9 +19,11 @@ from starlette.types import Receive, Scope, Send
 
 from opcode_core import __version__
 from opcode_core.recovery import recover
+from opcode_core.registry import plugin_states
 from opcode_core.runtime import Runtime
 from opcode_core.settings import Settings
 from opcode_server.mcp_tools import build_mcp_server
+from opcode_server.panel import build_panel
 
 log = logging.getLogger("opcode.server")
 
@@ -67,7 +70,8 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
             database = f"error: {exc}"
         ok = database == "ok"
         body = {"status": "ok" if ok else "unavailable", "version": __version__, "database": database,
-                "plugins": {"failed": failed}}
+                "plugins": {"failed": failed, "state": plugin_states(runtime.pm, runtime.settings, runtime)},
+                "pid": os.getpid()}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @contextlib.asynccontextmanager
@@ -76,6 +80,8 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
             # Only a serving process recovers runs a crash left behind (it takes the database's recovery lock).
             await recover(runtime)
             log.info("opcode %s serving MCP on %s (/sse, /mcp)", __version__, settings.public_base_url)
+            if settings.panel_enabled:
+                log.info("web panel on %s/", settings.public_base_url)
             yield
 
     return Starlette(
@@ -84,6 +90,9 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
             Route("/sse", endpoint=SseEndpoint(sse, server), methods=["GET"]),
             Mount("/messages/", app=sse.handle_post_message),
             Route("/mcp", endpoint=StreamableHTTPASGIApp(manager), methods=["GET", "POST", "DELETE"]),
+            # Last: the panel owns every other path. Always mounted, it answers only while the `panel`
+            # setting is on, which a SIGHUP can change.
+            Mount("/", app=build_panel(runtime)),
         ],
         lifespan=lifespan,
     )

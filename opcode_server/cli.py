@@ -14,6 +14,9 @@ from opcode_core import __version__
 from opcode_core.errors import ConfigError, OpcodeError
 from opcode_core.logs import configure_logging
 from opcode_core.settings import Settings, load_settings
+from opcode_server.cli_diagram import diagram
+from opcode_server.cli_ops import OPERATOR_COMMANDS
+from opcode_server.cli_secrets import secrets
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -38,17 +41,17 @@ def cli(ctx: click.Context) -> None:
 @click.option("--vault-key", help="Vault passphrase, kept in memory only.")
 @click.pass_context
 def serve(ctx: click.Context, listen_addr: str | None, db_path: str | None, vault_key: str | None) -> None:
-    """Serve MCP (SSE at /sse, Streamable HTTP at /mcp) and /health."""
-    import uvicorn
-
-    from opcode_core.runtime import Runtime
+    """Serve MCP (SSE at /sse, Streamable HTTP at /mcp) and /health; SIGHUP reloads settings.json."""
     from opcode_core.settings import split_listen_addr
-    from opcode_server.app import create_app
+    from opcode_server import process
 
     settings = _settings(ctx)
     overrides: dict[str, Any] = {}
     if listen_addr:
-        split_listen_addr(listen_addr)
+        try:
+            split_listen_addr(listen_addr)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--listen-addr") from None
         overrides["listen_addr"] = listen_addr
     if db_path:
         overrides["db_path"] = Path(db_path).expanduser()
@@ -58,16 +61,14 @@ def serve(ctx: click.Context, listen_addr: str | None, db_path: str | None, vaul
     configure_logging(settings.log_level)
     if not settings.host:
         click.echo("warning: listening on every interface and MCP has no authentication yet", err=True)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    runtime = Runtime(settings)
     try:
-        runtime.load_plugins()
+        # Pidfile, port, SIGHUP reload and a bounded stop live in opcode_server.process.
+        process.serve(settings, overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    app = create_app(runtime, settings)
-    config = uvicorn.Config(app, host=settings.host or "0.0.0.0", port=settings.port, log_config=None,
-                            lifespan="on", timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run()
+    except process.ProcessError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @cli.command()
@@ -81,19 +82,42 @@ def version() -> None:
 def plugins(ctx: click.Context) -> None:
     """Print every plugin entry point as JSON: status, hooks, actions, step types (exit 0 even if some failed)."""
     from opcode_core.plugins import build_plugin_manager
-    from opcode_core.registry import Registry
+    from opcode_core.registry import Registry, plugin_states
 
     settings = _settings(ctx)
     pm, report = build_plugin_manager(settings)
     registry = Registry.from_plugins(pm, report, settings)
     rows = [info.to_dict() for info in report.plugins.values()]
+    # A plugin's own state (e.g. its external MCP servers) is live when this home's server runs, else from settings.
+    live_url, states = _live_plugin_states(settings)
+    states = states if states is not None else plugin_states(pm, settings)
+    for row in rows:
+        if row["name"] in states:
+            row["state"] = states[row["name"]]
     out: dict[str, Any] = {"plugins": rows}
+    if states:
+        out["state_from"] = f"{live_url}/health" if live_url else "settings"
     if registry.duplicates:
         out["duplicates"] = registry.duplicates
     if report.unknown_names:
         out["unknown_configured"] = report.unknown_names
     out["settings"] = settings.redacted_plugin_settings()
     click.echo(json.dumps(out, indent=2))
+
+
+def _live_plugin_states(settings: Settings) -> tuple[str | None, dict[str, Any] | None]:
+    """The running server's URL and its plugins' states from /health; (None, None) when none runs or answers."""
+    import httpx
+
+    from opcode_server import process
+
+    try:
+        url = process.running_server(settings, wait_s=2.0)
+        if url is None:
+            return None, None
+        return url, httpx.get(f"{url}/health", timeout=5).json()["plugins"]["state"]
+    except (process.ProcessError, httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None, None
 
 
 @cli.command("run")
@@ -164,6 +188,12 @@ def _parse_param(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+for _command in OPERATOR_COMMANDS:
+    cli.add_command(_command)
+cli.add_command(diagram)
+cli.add_command(secrets)
 
 
 def main() -> None:

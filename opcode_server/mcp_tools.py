@@ -36,6 +36,9 @@ _TOOL_LIST = [
     types.Tool(name=name, description=tool["description"], input_schema=tool["input_schema"])
     for name, tool in TOOLS.items()
 ]
+# Opt-in (setting underscore_tool_names): the same tools as opcode_define, ... for clients that refuse dots.
+UNDERSCORE_ALIASES = {name.replace(".", "_"): name for name in TOOLS}
+_ALIAS_LIST = [tool.model_copy(update={"name": tool.name.replace(".", "_")}) for tool in _TOOL_LIST]
 
 
 def check_arguments(tool: str, arguments: Any) -> dict[str, Any]:
@@ -57,6 +60,14 @@ def tool_result(obj: dict[str, Any]) -> types.CallToolResult:
     )
 
 
+def with_image(result: types.CallToolResult) -> types.CallToolResult:
+    """A diagram result in format image also carries the PNG as MCP image content, so clients show it."""
+    obj = result.structured_content or {}
+    if obj.get("format") == "image" and isinstance(obj.get("diagram"), str):
+        result.content.append(types.ImageContent(type="image", data=obj["diagram"], mime_type="image/png"))
+    return result
+
+
 def tool_error(error: OpcodeError) -> types.CallToolResult:
     """A tool error whose text starts with `[CODE]`, carrying the structured error object."""
     return types.CallToolResult(
@@ -66,36 +77,43 @@ def tool_error(error: OpcodeError) -> types.CallToolResult:
     )
 
 
-def build_mcp_server(runtime: Runtime) -> Server[Any]:
-    """The low-level MCP server behind both transports."""
+def build_mcp_server(runtime: Runtime, handlers: dict[str, Handler] | None = None) -> Server[Any]:
+    """The low-level MCP server behind both transports (and stdio); `handlers` replaces some tools' handlers."""
     sessions = AgentSessions()
     runtime.notifier = sessions.notify
+    table = {**HANDLERS, **(handlers or {})}
 
     async def on_list_tools(ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=_TOOL_LIST)
+        # Read per request: a SIGHUP that turns the aliases on reaches the next listing.
+        aliases = _ALIAS_LIST if runtime.settings.underscore_tool_names else []
+        return types.ListToolsResult(tools=_TOOL_LIST + aliases)
 
     async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        handler = HANDLERS.get(params.name)
+        name = params.name
+        if runtime.settings.underscore_tool_names:
+            name = UNDERSCORE_ALIASES.get(name, name)
+        handler = table.get(name)
         if handler is None:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
         arguments = params.arguments if params.arguments is not None else {}
         if not isinstance(arguments, dict):
             raise MCPError(code=types.INVALID_PARAMS, message="arguments must be an object")
         try:
-            check_arguments(params.name, arguments)
+            check_arguments(name, arguments)
             if isinstance(arguments.get("agent_id"), str):
                 sessions.remember(arguments["agent_id"], ctx)
             extra: dict[str, Any] = {}
-            if params.name == "opcode.run":
+            if name == "opcode.run":
                 async def progress(done: int, total: int) -> None:
                     await ctx.session.report_progress(done, total, f"{done} of {total} steps done")
 
                 extra["progress"] = progress
-            return tool_result(await handler(runtime, **arguments, **extra))
+            result = tool_result(await handler(runtime, **arguments, **extra))
+            return with_image(result) if name == "opcode.diagram" else result
         except OpcodeError as exc:
             return tool_error(exc)
         except Exception as exc:  # never let one escape: the SDK would send it as a JSON-RPC error
-            log.exception("tool %s failed", params.name)
+            log.exception("tool %s failed", name)
             return tool_error(OpcodeError("EXECUTION_ERROR", f"internal error: {type(exc).__name__}: {exc}"))
 
     return Server(

@@ -21,7 +21,9 @@ def session_key(ctx: Any) -> str | None:
     """The transport's id of the connection a request came on: SSE `session_id` or `mcp-session-id`."""
     request = getattr(ctx, "request", None)
     if request is None:
-        return None
+        # stdio (`opcode mcp-stdio`): no HTTP request, one connection per process.
+        connection = getattr(ctx.session, "_connection", None)
+        return None if connection is None else f"connection-{id(connection)}"
     return request.query_params.get("session_id") or request.headers.get("mcp-session-id")
 
 

@@ -98,15 +98,18 @@ TOOLS: dict[str, dict[str, Any]] = {
         },
     },
     "opcode.diagram": {
-        "description": "Draw a template (structure) or a run (with status) as ascii, mermaid or a PNG image.",
+        "description": "Draw a template (structure) or a run (with each step's status) as ascii, mermaid or a "
+        "PNG image. Give exactly one of template_name or workflow_id. Answers {format, diagram}; for image, "
+        "diagram is the base64 PNG (with width, height), also sent as image content.",
         "input_schema": {
             "type": "object",
             "properties": {
-                "template_name": {"type": "string"},
-                "workflow_id": {"type": "string"},
-                "version": {"type": "string"},
+                "template_name": {"type": "string", "description": "Draw this template's structure."},
+                "workflow_id": {"type": "string", "description": "Draw this run, as it ran."},
+                "version": {"type": "string", "description": "Template version, e.g. v2; default: latest."},
                 "format": {"enum": ["ascii", "mermaid", "image"]},
-                "include_status": {"type": "boolean"},
+                "include_status": {"type": "boolean", "description": "For a run: tag and colour each step by "
+                                   "its status (default true)."},
             },
             "required": ["format"],
             "additionalProperties": False,
@@ -127,6 +130,7 @@ pending decisions and latest events; opcode.query lists workflows, events and te
 
 Identify yourself with a stable agent_id in every call. Errors come back as tool errors whose text
 starts with a code such as [VALIDATION_ERROR], [NOT_FOUND] or [CYCLE_DETECTED], with the path of what is
-wrong. opcode.signal (decisions, cancel, retry, skip, resume) and opcode.diagram are registered but not
-yet supported by this version of the server; they answer [NOT_SUPPORTED].
+wrong. opcode.signal (decisions, cancel, retry, skip, resume) is registered but not yet supported by
+this version of the server; it answers [NOT_SUPPORTED]. opcode.diagram draws a template or a run (each
+step tagged with its status) as ascii, mermaid or a PNG image.
 """

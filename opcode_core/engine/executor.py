@@ -34,6 +34,7 @@ from opcode_core.specs import ActionContext, RunServices
 
 if TYPE_CHECKING:
     from opcode_core.engine.expressions import ExpressionEvaluator
+    from opcode_core.redaction import Redactor
     from opcode_core.registry import Registry
 
 log = logging.getLogger("opcode.executor")
@@ -151,13 +152,24 @@ class WorkflowRun:
         # Nested lists cancelled on purpose (a lost race), by id prefix; their steps end skipped.
         self.cancel_reasons: dict[str, str] = {}
         self._main: asyncio.Future[Any] | None = None
+        self.cancelled_by: str | None = None
         # Set whenever the run stops advancing on its own: suspended, or ended.
         self.settled = asyncio.Event()
         self._parsed: dict[int, list[StepDef]] = {}
+        # Hides resolved secret values in what leaves the run (events, result); None until use_secrets.
+        self.redactor: Redactor | None = None
         self.log = logging.LoggerAdapter(log, {"workflow_id": info.workflow_id, "agent_id": info.agent_id})
+
+    def use_secrets(self, lookup: Callable[[str], str], redactor: Redactor) -> None:
+        """Resolve `${{secrets.*}}` through `lookup`; hide what `redactor` knows in events and the result."""
+        self.scope.secret_lookup = lookup
+        self.redactor = redactor
 
     def emit(self, event_type: str, step_id: str | None = None, payload: dict[str, Any] | None = None):
         """Append an event; the returned future resolves once it is durable."""
+        if payload and self.redactor:
+            # Only the stored (and observed) copy is redacted; the scope keeps the real values for later steps.
+            payload = self.redactor.redact(payload)
         return self._emit(self.info.workflow_id, event_type, step_id=step_id, payload=payload or {},
                           agent_id=self.info.agent_id)
 
@@ -216,9 +228,10 @@ class WorkflowRun:
         await self.emit("workflow_completed", payload={"output": self.output})
         await self._hook(self.definition.on_complete)
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: str, by: str | None = None) -> None:
         """Stop the run on purpose: running steps are cancelled and end skipped, the run ends cancelled."""
         self.cancel_reasons[""] = reason
+        self.cancelled_by = by
         for waiter in list(self.waiters.values()):
             self.deliver(waiter.step_id, SkipStep(reason))
         if self._main is not None:
@@ -259,7 +272,9 @@ class WorkflowRun:
         self._leave_suspension()
         self.fsm.to("cancelled")
         self.completed_at = time.time()
-        await self.emit("workflow_cancelled", payload={"reason": reason})
+        # Recorded as done by whoever cancelled (an agent, the panel), like a cancel of a run not live here.
+        await self._emit(self.info.workflow_id, "workflow_cancelled", step_id=None, payload={"reason": reason},
+                         agent_id=self.cancelled_by or self.info.agent_id)
 
     async def _hook(self, hook: StepDef | None) -> None:
         """Run an on_complete / on_error hook step; its failure is recorded but changes nothing."""
@@ -569,7 +584,7 @@ class WorkflowRun:
         }
         if self.error:
             out["error"] = self.error.to_dict()
-        return out
+        return self.redactor.redact(out) if self.redactor else out
 
 
 class StepRunContext:

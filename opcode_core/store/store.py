@@ -21,6 +21,8 @@ from opcode_core.store.models import (
     Agent,
     EventRow,
     PendingDecision,
+    ScheduledJob,
+    Secret,
     StepState,
     Workflow,
     WorkflowContext,
@@ -63,6 +65,8 @@ class Store:
         # Names of the migrations this open applied; empty when the schema was already current.
         self.migrated: list[str] = []
         self._log = EventLog(db)
+        # What hides secret values in JSON this store writes besides events (the runtime's redactor sets it).
+        self.redact: Callable[[Any], Any] = _unchanged
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -206,6 +210,7 @@ class Store:
     def create_workflow(self, **fields: Any) -> dict[str, Any]:
         """Insert a workflow in status 'pending' (fields as `workflow_row` takes them) and return its row."""
         row = workflow_row(**fields)
+        row["input_params"] = self.redact(row["input_params"])
         try:
             Workflow.insert(**row).execute(self.db)
         except pw.IntegrityError as exc:
@@ -283,6 +288,9 @@ class Store:
     ) -> None:
         """Insert new workflow rows and events and apply the events to step_state and workflows, in one transaction."""
         # encoded_payloads (one JSON text per event) spares a caller that already serialized them a second pass.
+        if new_workflows and self.redact is not _unchanged:
+            # A child run's params may hold a secret its parent resolved; its row keeps them redacted.
+            new_workflows = [{**row, "input_params": self.redact(row.get("input_params"))} for row in new_workflows]
         self._log.append(events, encoded_payloads, new_workflows)
 
     @_guarded
@@ -376,7 +384,7 @@ class Store:
     @_guarded
     def set_context(self, workflow_id: str, data: dict[str, Any]) -> None:
         """Replace the workflow's context data."""
-        WorkflowContext.insert(workflow_id=workflow_id, data=data, updated_at=utc_now()).on_conflict(
+        WorkflowContext.insert(workflow_id=workflow_id, data=self.redact(data), updated_at=utc_now()).on_conflict(
             conflict_target=[WorkflowContext.workflow_id],
             preserve=[WorkflowContext.data, WorkflowContext.updated_at],
         ).execute(self.db)
@@ -396,7 +404,7 @@ class Store:
     ) -> dict[str, Any]:
         """Record a pending decision of a reasoning step."""
         PendingDecision.insert(
-            id=id, workflow_id=workflow_id, step_id=step_id, context=context, options=options,
+            id=id, workflow_id=workflow_id, step_id=step_id, context=self.redact(context), options=self.redact(options),
             timeout_at=timeout_at, fallback=fallback, target_agent=target_agent or None, status="pending",
             created_at=utc_now(),
         ).execute(self.db)  # fmt: skip
@@ -431,6 +439,72 @@ class Store:
         )
         return changed == 1
 
+    # -- secrets: ciphertexts only (opcode_core.vault encrypts and decrypts) ---------------------------------
+
+    @_guarded
+    def put_secret(self, name: str, ciphertext: bytes, nonce: bytes) -> None:
+        """Store a secret's ciphertext, replacing the one it had (created_at is kept)."""
+        now = utc_now()
+        Secret.insert(name=name, ciphertext=ciphertext, nonce=nonce, created_at=now, updated_at=now).on_conflict(
+            conflict_target=[Secret.name], preserve=[Secret.ciphertext, Secret.nonce, Secret.updated_at]
+        ).execute(self.db)
+
+    @_guarded
+    def create_secret(self, name: str, ciphertext: bytes, nonce: bytes) -> bool:
+        """Store a secret only if none of that name exists; False when one did."""
+        now = utc_now()
+        try:
+            with self.db.atomic():
+                Secret.insert(name=name, ciphertext=ciphertext, nonce=nonce, created_at=now,
+                              updated_at=now).execute(self.db)
+        except pw.IntegrityError:
+            return False
+        return True
+
+    @_guarded
+    def get_secret(self, name: str) -> dict[str, Any] | None:
+        """A secret's row (name, ciphertext, nonce, created_at, updated_at), or None."""
+        return self._q(Secret.select().where(Secret.name == name).dicts()).first()
+
+    @_guarded
+    def list_secrets(self) -> list[dict[str, Any]]:
+        """Every secret's name and timestamps, by name; never the ciphertexts."""
+        query = Secret.select(Secret.name, Secret.created_at, Secret.updated_at).order_by(Secret.name)
+        return list(self._q(query.dicts()))
+
+    @_guarded
+    def delete_secret(self, name: str) -> bool:
+        """Remove a secret; False when there was none of that name."""
+        return Secret.delete().where(Secret.name == name).execute(self.db) == 1
+
+    # -- scheduled jobs --------------------------------------------------------------------------------------
+
+    @_guarded
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every scheduled job, oldest first."""
+        return list(self._q(ScheduledJob.select().order_by(ScheduledJob.created_at, ScheduledJob.id).dicts()))
+
+    @_guarded
+    def get_job(self, id: str) -> dict[str, Any] | None:
+        """One scheduled job, or None."""
+        return self._q(ScheduledJob.select().where(ScheduledJob.id == id).dicts()).first()
+
+    @_guarded
+    def create_job(self, **fields: Any) -> dict[str, Any]:
+        """Insert a scheduled job (`id`, `template_name`, `cron`, `agent_id`, ...) and return its row."""
+        ScheduledJob.insert(created_at=utc_now(), **fields).execute(self.db)
+        return self.get_job(fields["id"])
+
+    @_guarded
+    def update_job(self, id: str, **fields: Any) -> bool:
+        """Change some fields of a scheduled job; False when there is no such job."""
+        return ScheduledJob.update(**fields).where(ScheduledJob.id == id).execute(self.db) == 1
+
+    @_guarded
+    def delete_job(self, id: str) -> bool:
+        """Delete a scheduled job; False when there was none."""
+        return ScheduledJob.delete().where(ScheduledJob.id == id).execute(self.db) == 1
+
     # -- panel read side: counters and pages -----------------------------------------------------------------
 
     @_guarded
@@ -463,6 +537,15 @@ class Store:
         return list(self._q(query.dicts())), self._q(total).count()
 
     @_guarded
+    def workflow_labels(self, ids: Iterable[str]) -> dict[str, str]:
+        """What to call each of these workflows on a page: its template's name, else its own name."""
+        wanted = set(ids)
+        if not wanted:
+            return {}
+        query = Workflow.select(Workflow.id, Workflow.template_name, Workflow.name).where(Workflow.id.in_(wanted))
+        return {wid: template or name or "" for wid, template, name in self._q(query.tuples())}
+
+    @_guarded
     def page_events(
         self, workflow_id: str | None = None, event_type: str | None = None, *, limit: int = 50, offset: int = 0
     ) -> list[dict[str, Any]]:
@@ -491,6 +574,10 @@ class Store:
             .order_by(pw.fn.MAX(t.created_at).desc())
         )
         return [{**row, "latest": f"v{row['latest']}"} for row in self._q(query.dicts())]
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 def workflow_row(
