@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import difflib
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -230,7 +231,7 @@ def test_layout_is_plain_deterministic_data_with_boxes_groups_and_orthogonal_edg
     assert set(groups) == {"route.fast", "route.slow", "route.default", "each.body", "fan.branch_0", "fan.branch_1"}
     assert groups["each.body"]["label"] == "iter"
     for a in nodes.values():
-        assert 0 <= a["x"] and a["x"] + a["w"] <= layout["width"] and a["y"] + a["h"] <= layout["height"]
+        assert a["x"] >= 0 and a["x"] + a["w"] <= layout["width"] and a["y"] + a["h"] <= layout["height"]
         for b in nodes.values():
             assert a is b or not overlap(a, b), (a["id"], b["id"])
         if a["group"]:
@@ -243,7 +244,7 @@ def test_layout_is_plain_deterministic_data_with_boxes_groups_and_orthogonal_edg
     for edge in layout["edges"]:
         points = edge["points"]
         assert len(points) >= 2
-        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        for (x0, y0), (x1, y1) in itertools.pairwise(points):
             assert x0 == x1 or y0 == y1, edge
         if edge["kind"] == "depends":
             source, target = nodes[edge["source"]], nodes[edge["target"]]
@@ -278,7 +279,7 @@ def test_png_is_deterministic(runtime_registry: Any) -> None:
 # --- the upstream corpus -----------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not EXAMPLE_FILES, reason=f"{EXAMPLES} is absent: the upstream example corpus lives outside the repo")
+@pytest.mark.skipif(not EXAMPLE_FILES, reason=f"{EXAMPLES} is absent: the example corpus lives outside the repo")
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.stem)
 def test_every_upstream_example_renders_in_every_format(runtime_registry: Any, path: Path) -> None:
     definition = json.loads(path.read_text())["definition"]
@@ -286,7 +287,7 @@ def test_every_upstream_example_renders_in_every_format(runtime_registry: Any, p
     text = render(diagram, "ascii")["diagram"]
     for step in definition["steps"]:
         assert step["id"] in text, step["id"]
-    assert "┌" in text and "▼" in text or len(definition["steps"]) == 1
+    assert ("┌" in text and "▼" in text) or len(definition["steps"]) == 1
     mermaid = render(diagram, "mermaid")["diagram"]
     assert "flowchart TD\n" in mermaid
     image = png_of(render(diagram, "image"))
