@@ -128,9 +128,15 @@ soon as their depends_on are done; `${{steps.<id>.output.<path>}}`, `${{inputs.<
 a run that fails answers normally with status "failed" and the error. opcode.status shows a run's steps,
 pending decisions and latest events; opcode.query lists workflows, events and templates.
 
+A reasoning step suspends the run until you decide: opcode.status lists the pending decision with its
+prompt, options and injected data; answer with opcode.signal {"signal_type": "decision", "payload":
+{"choice": "<option id>"}}, and the run resumes. Other signals: data (merged into the run's context, and
+it resumes a wait step waiting for that signal), cancel, retry or skip (a failed step), and resume (a
+run suspended because the server restarted or its timeout said suspend). Runs left active by a crash
+are suspended at start-up until you resume or cancel them.
+
 Identify yourself with a stable agent_id in every call. Errors come back as tool errors whose text
 starts with a code such as [VALIDATION_ERROR], [NOT_FOUND] or [CYCLE_DETECTED], with the path of what is
-wrong. opcode.signal (decisions, cancel, retry, skip, resume) is registered but not yet supported by
-this version of the server; it answers [NOT_SUPPORTED]. opcode.diagram draws a template or a run (each
-step tagged with its status) as ascii, mermaid or a PNG image.
+wrong. opcode.diagram draws a template or a run (each step tagged with its status) as ascii, mermaid or
+a PNG image.
 """
