@@ -105,6 +105,14 @@ class ValidationError(OpcodeError):
         self.problems = problems or []
 
 
+def json_path(prefix: str, parts: Any) -> str:
+    """A problem's path: `prefix` followed by `.key` and `[index]` parts, e.g. `steps[2].params.url`."""
+    out = prefix
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
 class ExpressionError(OpcodeError):
     """An expression that does not compile or fails to evaluate; names the expression and where."""
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
-import uuid
-import zoneinfo
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from opcode_core import service
+from opcode_core import jobs, service
 from opcode_core.decisions import decision_view
 from opcode_core.engine.definition import load_definition
-from opcode_core.errors import NOT_FOUND, OpcodeError, ValidationError
+from opcode_core.errors import NOT_FOUND, OpcodeError
 from opcode_core.runtime import Runtime
 from opcode_core.store.projection import new_step_state
-from opcode_core.store.times import to_iso
 
 # The panel acts as this agent, so what a human does in the browser is recorded like any agent's signal.
 PANEL_AGENT = "panel"
@@ -218,14 +213,6 @@ def plugins(rt: Runtime) -> list[dict[str, Any]]:
 # -- scheduled jobs ------------------------------------------------------------------------------------------
 
 
-def next_run(cron: str, timezone: str, after: datetime | None = None) -> str:
-    """The next time a 5-field cron expression fires in a time zone, as a store timestamp (UTC)."""
-    from croniter import croniter
-
-    start = (after or datetime.now(UTC)).astimezone(zoneinfo.ZoneInfo(timezone))
-    return to_iso(croniter(cron, start).get_next(datetime))
-
-
 async def list_jobs(rt: Runtime) -> list[dict[str, Any]]:
     """Every scheduled job with its next and last run."""
     return await rt.db(rt.store.list_jobs)
@@ -233,76 +220,30 @@ async def list_jobs(rt: Runtime) -> list[dict[str, Any]]:
 
 async def get_job(rt: Runtime, job_id: str) -> dict[str, Any]:
     """One scheduled job; NOT_FOUND when there is none."""
-    job = await rt.db(rt.store.get_job, job_id)
-    if job is None:
-        raise OpcodeError(NOT_FOUND, f"scheduled job {job_id!r} not found")
+    return await rt.db(jobs.get_job, rt.store, job_id)
+
+
+async def save_job(rt: Runtime, *, job_id: str | None, **fields: Any) -> dict[str, Any]:
+    """Create a job (no `job_id`) or change one (see `jobs.save_job`), and let the scheduler know."""
+    job = await rt.db(jobs.save_job, rt.store, job_id=job_id, **fields)
+    _jobs_changed(rt)
     return job
-
-
-async def save_job(
-    rt: Runtime,
-    *,
-    job_id: str | None,
-    template_name: str,
-    cron: str,
-    timezone: str,
-    agent_id: str,
-    params: str,
-    enabled: bool,
-) -> dict[str, Any]:
-    """Create a job (no `job_id`) or change one, after checking every field; ValidationError lists each problem."""
-    problems = []
-    if not template_name:
-        problems.append({"path": "template_name", "message": "required"})
-    elif await rt.db(rt.store.get_template, template_name) is None:
-        problems.append({"path": "template_name", "message": f"no template named {template_name!r}"})
-    if not _valid_cron(cron):
-        problems.append({"path": "cron", "message": f"{cron!r} is not a 5-field cron expression (e.g. */15 * * * *)"})
-    timezone = timezone or "UTC"
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        problems.append({"path": "timezone", "message": f"unknown time zone {timezone!r}"})
-    if not agent_id:
-        problems.append({"path": "agent_id", "message": "required"})
-    values: Any = {}
-    if params.strip():
-        try:
-            values = json.loads(params)
-        except json.JSONDecodeError as exc:
-            problems.append({"path": "params", "message": f"not valid JSON: line {exc.lineno}, column {exc.colno}: "
-                                                          f"{exc.msg}"})
-        else:
-            if not isinstance(values, dict):
-                problems.append({"path": "params", "message": "must be a JSON object"})
-    if problems:
-        raise ValidationError("; ".join(f"{p['path']}: {p['message']}" for p in problems), problems)
-    fields = {"template_name": template_name, "cron": cron, "timezone": timezone, "agent_id": agent_id,
-              "params": values, "enabled": enabled, "next_run_at": next_run(cron, timezone) if enabled else None}
-    await rt.db(rt.store.ensure_agent, agent_id)
-    if job_id is None:
-        return await rt.db(rt.store.create_job, id=str(uuid.uuid4()), **fields)
-    await get_job(rt, job_id)
-    await rt.db(rt.store.update_job, job_id, **fields)
-    return await get_job(rt, job_id)
 
 
 async def toggle_job(rt: Runtime, job_id: str) -> dict[str, Any]:
     """Enable a disabled job (its next run counted from now) or disable an enabled one."""
     job = await get_job(rt, job_id)
-    enabled = not job["enabled"]
-    await rt.db(rt.store.update_job, job_id, enabled=enabled,
-                next_run_at=next_run(job["cron"], job["timezone"] or "UTC") if enabled else None)
-    return await get_job(rt, job_id)
+    job = await rt.db(jobs.set_enabled, rt.store, job_id, not job["enabled"])
+    _jobs_changed(rt)
+    return job
 
 
 async def delete_job(rt: Runtime, job_id: str) -> None:
     """Delete a scheduled job; NOT_FOUND when there is none."""
-    if not await rt.db(rt.store.delete_job, job_id):
-        raise OpcodeError(NOT_FOUND, f"scheduled job {job_id!r} not found")
+    await rt.db(jobs.delete_job, rt.store, job_id)
+    _jobs_changed(rt)
 
 
-def _valid_cron(cron: str) -> bool:
-    from croniter import croniter
-
-    return len(cron.split()) == 5 and croniter.is_valid(cron)
+def _jobs_changed(rt: Runtime) -> None:
+    if rt.scheduler is not None:
+        rt.scheduler.wake()

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opcode_core.decisions import DecisionBook
 from opcode_core.engine.breakers import CircuitBreakers
@@ -22,6 +22,9 @@ from opcode_core.settings import Settings
 from opcode_core.store.store import Store
 from opcode_core.store.writer import DbRunner, EventWriter
 from opcode_core.vault import Vault, no_vault
+
+if TYPE_CHECKING:
+    from opcode_core.scheduler import Scheduler
 
 log = logging.getLogger("opcode.runtime")
 
@@ -80,6 +83,8 @@ class Runtime:
         self.runs: dict[str, WorkflowRun] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._observers: list[Observer] = []
+        # The cron scheduler, while this process is the serving one that runs it.
+        self.scheduler: Scheduler | None = None
         self._group: asyncio.TaskGroup | None = None
         # The server installs a notifier that reaches connected MCP sessions; none by default.
         self._notifier: Callable[[str, dict[str, Any]], Any] | None = None

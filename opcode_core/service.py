@@ -10,11 +10,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from opcode_core import jobs
 from opcode_core.decisions import decision_view
 from opcode_core.engine.definition import WorkflowDef, load_definition
 from opcode_core.engine.executor import RunInfo, WorkflowRun
 from opcode_core.engine.interpolation import StepResult
-from opcode_core.errors import NOT_FOUND, VALIDATION_ERROR, OpcodeError, ValidationError
+from opcode_core.errors import NOT_FOUND, VALIDATION_ERROR, OpcodeError, ValidationError, json_path
 from opcode_core.runtime import Runtime
 from opcode_core.store.store import workflow_row
 
@@ -45,6 +46,8 @@ async def define_template(
     load_definition(definition, rt.registry)
     for field_name, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
         _check_schema(field_name, schema)
+    if problems := jobs.check_triggers(triggers, input_schema):
+        raise ValidationError("; ".join(f"{p['path']}: {p['message']}" for p in problems), problems)
     if validate_only:
         return {"name": name, "valid": True, "version": None}
     await rt.db(rt.store.ensure_agent, agent_id)
@@ -58,7 +61,14 @@ async def define_template(
         output_schema=output_schema,
         triggers=triggers,
     )
-    return {"name": name, "version": version}
+    # The template's cron jobs follow its latest version: created, changed, or dropped with its triggers.
+    job_ids = await rt.db(jobs.sync_triggers, rt.store, name, triggers, agent_id)
+    if rt.scheduler is not None:
+        rt.scheduler.wake()
+    answer: dict[str, Any] = {"name": name, "version": version}
+    if job_ids:
+        answer["scheduled_jobs"] = job_ids
+    return answer
 
 
 async def run_workflow(
@@ -415,7 +425,7 @@ def _check_schema(field_name: str, schema: Any) -> None:
 def _validate_against(path: str, schema: dict[str, Any], value: Any) -> None:
     problems = []
     for err in Draft202012Validator(schema).iter_errors(value):
-        where = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        where = json_path(path, err.absolute_path)
         problems.append({"path": where, "message": err.message})
     if problems:
         summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)

@@ -21,6 +21,7 @@ from opcode_core import __version__
 from opcode_core.recovery import recover
 from opcode_core.registry import plugin_states
 from opcode_core.runtime import Runtime
+from opcode_core.scheduler import Scheduler
 from opcode_core.settings import Settings
 from opcode_server.mcp_tools import build_mcp_server
 from opcode_server.panel import build_panel
@@ -79,10 +80,18 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
         async with runtime.running(), manager.run():
             # Only a serving process recovers runs a crash left behind (it takes the database's recovery lock).
             await recover(runtime)
+            # The process that recovers runs is also the one that fires cron jobs: one scheduler per database.
+            if runtime.store.holds_recovery_lock:
+                runtime.scheduler = Scheduler(runtime)
+                await runtime.scheduler.start()
             log.info("opcode %s serving MCP on %s (/sse, /mcp)", __version__, settings.public_base_url)
             if settings.panel_enabled:
                 log.info("web panel on %s/", settings.public_base_url)
-            yield
+            try:
+                yield
+            finally:
+                if runtime.scheduler is not None:
+                    await runtime.scheduler.stop()
 
     return Starlette(
         routes=[

@@ -14,8 +14,10 @@ from opcode_core import __version__
 from opcode_core.errors import ConfigError, OpcodeError
 from opcode_core.logs import configure_logging
 from opcode_core.settings import Settings, load_settings
+from opcode_server.cli_common import parse_param
 from opcode_server.cli_diagram import diagram
 from opcode_server.cli_ops import OPERATOR_COMMANDS
+from opcode_server.cli_schedule import schedule
 from opcode_server.cli_secrets import secrets
 
 
@@ -133,7 +135,7 @@ def run_file(ctx: click.Context, file: str, params: tuple[str, ...], agent_id: s
     doc = _read_json(Path(file))
     definition = doc.get("definition", doc) if isinstance(doc, dict) else doc
     name = doc.get("name") if isinstance(doc, dict) and "definition" in doc else Path(file).stem
-    inputs = dict(_parse_param(p) for p in params)
+    inputs = dict(parse_param(p) for p in params)
     try:
         result = asyncio.run(_run_file(settings, definition, name, agent_id, inputs, quiet))
     except (OpcodeError, ConfigError) as exc:
@@ -180,20 +182,11 @@ def _read_json(path: Path) -> Any:
         raise click.ClickException(f"{path}: not valid JSON: {exc}") from None
 
 
-def _parse_param(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise click.BadParameter(f"{text!r} is not key=value", param_hint="--param")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 for _command in OPERATOR_COMMANDS:
     cli.add_command(_command)
 cli.add_command(diagram)
 cli.add_command(secrets)
+cli.add_command(schedule)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import click
 from opcode_core.errors import CONFLICT, ConfigError, OpcodeError
 from opcode_core.settings import LOG_LEVELS, RECOVERY_MODES, Settings, load_settings, read_settings_file
 from opcode_server import process
+from opcode_server.cli_common import cli_settings
 
 ToolCall = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 START_TIMEOUT_S = 30.0
@@ -38,13 +39,6 @@ class ToolFailed(Exception):
     def __init__(self, text: str, structured: dict[str, Any] | None) -> None:
         super().__init__(text)
         self.structured = structured or {"error": {"message": text}}
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _echo_json(obj: Any) -> None:
@@ -377,7 +371,7 @@ def validate(file: Path) -> None:
 
     configure_logging("warning")
     template = read_template_file(file, None)
-    runtime = Runtime(_settings())
+    runtime = Runtime(cli_settings())
     try:
         runtime.load_plugins()
         asyncio.run(service.define_template(runtime, agent_id="cli", validate_only=True, **template))
@@ -399,7 +393,7 @@ def validate(file: Path) -> None:
 @click.option("--agent-id", default="cli", show_default=True)
 def define(file: Path, name: str | None, agent_id: str) -> None:
     """Store a workflow file as the next version of its template; prints {name, version}."""
-    call_tool(_settings(), "opcode.define", {**read_template_file(file, name), "agent_id": agent_id})
+    call_tool(cli_settings(), "opcode.define", {**read_template_file(file, name), "agent_id": agent_id})
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -412,14 +406,14 @@ def define(file: Path, name: str | None, agent_id: str) -> None:
 def workflows(status: str | None, agent_id: str | None, limit: int) -> None:
     """List runs, newest first, as JSON."""
     filters = {k: v for k, v in {"status": status, "agent_id": agent_id, "limit": limit}.items() if v is not None}
-    call_tool(_settings(), "opcode.query", {"resource": "workflows", "filter": filters})
+    call_tool(cli_settings(), "opcode.query", {"resource": "workflows", "filter": filters})
 
 
 @click.command("status")
 @click.argument("workflow_id")
 def status_command(workflow_id: str) -> None:
     """A run's status, steps, pending decisions, context and latest events, as JSON."""
-    call_tool(_settings(), "opcode.status", {"workflow_id": workflow_id})
+    call_tool(cli_settings(), "opcode.status", {"workflow_id": workflow_id})
 
 
 @click.command("signal")
@@ -440,7 +434,7 @@ def signal_command(workflow_id: str, signal_type: str, payload: str, step_id: st
         raise click.BadParameter("must be a JSON object", param_hint="--payload")
     arguments = {"workflow_id": workflow_id, "signal_type": signal_type, "payload": body, "agent_id": agent_id}
     arguments.update({k: v for k, v in (("step_id", step_id), ("reasoning", reasoning)) if v is not None})
-    call_tool(_settings(), "opcode.signal", arguments)
+    call_tool(cli_settings(), "opcode.signal", arguments)
 
 
 @click.command("mcp-stdio")
@@ -449,7 +443,7 @@ def mcp_stdio() -> None:
     from opcode_server.stdio_bridge import run_bridge
 
     try:
-        run_bridge(_settings())
+        run_bridge(cli_settings())
     except process.ProcessError as exc:
         _fail(str(exc))
 

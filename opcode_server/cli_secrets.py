@@ -4,40 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
-from opcode_core.errors import ConfigError, OpcodeError
+from opcode_core.errors import OpcodeError
 from opcode_core.redaction import SHORT_SECRET
-from opcode_core.settings import Settings, load_settings
-from opcode_core.store.store import Store
+from opcode_core.settings import Settings
 from opcode_core.vault import Vault, check_name, delete_secret, list_secrets
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@contextmanager
-def _store(settings: Settings) -> Iterator[Store]:
-    """The configured database, opened (and migrated) in this process; SQLite's WAL lets a server share it."""
-    if not settings.db_url:
-        settings.home.mkdir(parents=True, exist_ok=True)
-    try:
-        store = Store.open(settings.database_url)
-    except OpcodeError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from None
-    try:
-        yield store
-    except OpcodeError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from None
-    finally:
-        store.close()
+from opcode_server.cli_common import cli_settings, open_store
 
 
 @click.group()
@@ -45,7 +19,7 @@ def _store(settings: Settings) -> Iterator[Store]:
 @click.pass_context
 def secrets(ctx: click.Context, vault_key: str | None) -> None:
     """Manage the secrets that workflows read as ${{secrets.NAME}}; values are never printed."""
-    settings = _settings()
+    settings = cli_settings()
     if vault_key:
         settings = settings.with_overrides(vault_key=vault_key)
     ctx.obj = settings
@@ -73,7 +47,7 @@ def set_secret(settings: Settings, name: str, value: str | None, from_stdin: boo
         raise click.ClickException("the value is empty; an empty secret would redact nothing and mean nothing")
     if not settings.vault_key:
         raise click.ClickException("VAULT_ERROR: no vault key: set OPCODE_VAULT_KEY or pass --vault-key")
-    with _store(settings) as store:
+    with open_store(settings) as store:
         existed = store.get_secret(name) is not None
         Vault.open(store, settings.vault_key).set(name, value)
     click.echo(f"secret {name} {'updated' if existed else 'set'}")
@@ -87,7 +61,7 @@ def set_secret(settings: Settings, name: str, value: str | None, from_stdin: boo
 @click.pass_obj
 def list_command(settings: Settings, as_json: bool) -> None:
     """List secret names with when they were created and last updated (no key needed; no values)."""
-    with _store(settings) as store:
+    with open_store(settings) as store:
         rows = list_secrets(store)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -106,6 +80,6 @@ def list_command(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def delete_command(settings: Settings, name: str) -> None:
     """Delete secret NAME (no key needed: nothing is decrypted)."""
-    with _store(settings) as store:
+    with open_store(settings) as store:
         delete_secret(store, name)
     click.echo(f"secret {name} deleted")

@@ -240,6 +240,8 @@ class OpcodeServer(uvicorn.Server):
         deadline = time.monotonic() + STOP_BUDGET_S
         for server in getattr(self, "servers", []):
             server.close()
+        if self.runtime.scheduler is not None:
+            await self.runtime.scheduler.stop()
         await interrupt_runs(self.runtime, RUN_GRACE_S)
         # What is left of the budget goes to open connections, keeping a second for the lifespan's shutdown.
         self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic() - 1))

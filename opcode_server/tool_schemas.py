@@ -19,7 +19,8 @@ TOOLS: dict[str, dict[str, Any]] = {
                 "description": {"type": "string"},
                 "input_schema": {"type": "object", "description": "JSON Schema the run params must match."},
                 "output_schema": {"type": "object", "description": "JSON Schema of the run output."},
-                "triggers": {"type": "object", "description": "Trigger config, e.g. {cron: [...]}."},
+                "triggers": {"type": "object", "description": "Cron triggers: {cron: [{cron: '0 7 * * 1-5', params, "
+                             "agent_id, timezone, enabled}]}; each becomes a scheduled job of the latest version."},
                 "validate_only": {"type": "boolean", "default": False},
             },
             "required": ["name", "definition", "agent_id"],

@@ -129,22 +129,24 @@ class Stream:
 
 # -- schema and migrations ---------------------------------------------------------------------------------------
 
+MIGRATIONS = ["0001_initial", "0002_job_last_workflow"]
+
 
 def test_migrations_create_every_table_and_are_recorded(backend: Backend) -> None:
     first = Store.open(backend.url)
     try:
-        assert first.migrated == ["0001_initial"]
+        assert first.migrated == MIGRATIONS
         assert set(first.db.get_tables()) >= TABLES
-        assert first.applied_migrations() == ["0001_initial"]
+        assert first.applied_migrations() == MIGRATIONS
     finally:
         first.close()
     again = Store.open(backend.url)
     try:
         assert again.migrated == []
-        assert again.applied_migrations() == ["0001_initial"]
+        assert again.applied_migrations() == MIGRATIONS
     finally:
         again.close()
-    assert backend.fetch("SELECT name FROM schema_migrations") == [("0001_initial",)]
+    assert backend.fetch("SELECT name FROM schema_migrations ORDER BY name") == [(name,) for name in MIGRATIONS]
 
 
 def test_migrated_schema_matches_the_models(store: Store) -> None:

@@ -191,6 +191,7 @@ class ScheduledJob(BaseModel):
     next_run_at = Timestamp(null=True)
     last_run_at = Timestamp(null=True)
     last_run_status = pw.TextField(null=True)
+    last_workflow_id = pw.TextField(null=True)
     created_at = Timestamp()
 
     class Meta:

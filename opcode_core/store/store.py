@@ -64,6 +64,8 @@ class Store:
         self.is_postgres = isinstance(db, pw.PostgresqlDatabase)
         # Names of the migrations this open applied; empty when the schema was already current.
         self.migrated: list[str] = []
+        # Whether this process holds the lock that makes it the one recovering runs and firing cron jobs.
+        self.holds_recovery_lock = False
         self._log = EventLog(db)
         # What hides secret values in JSON this store writes besides events (the runtime's redactor sets it).
         self.redact: Callable[[Any], Any] = _unchanged
@@ -264,7 +266,8 @@ class Store:
         """Hold the one lock that lets a server recover runs of this database; False when another holds it."""
         if self.is_postgres:
             # A session-level advisory lock lives as long as the calling thread's connection.
-            return bool(self.db.execute_sql("SELECT pg_try_advisory_lock(4100417)").fetchone()[0])
+            self.holds_recovery_lock = bool(self.db.execute_sql("SELECT pg_try_advisory_lock(4100417)").fetchone()[0])
+            return self.holds_recovery_lock
         import fcntl
 
         path = Path(self.db.database + ".recovery.lock")
@@ -274,6 +277,7 @@ class Store:
         except OSError:
             self._lock_file.close()
             return False
+        self.holds_recovery_lock = True
         return True
 
     # -- events ----------------------------------------------------------------------------------------------
@@ -499,6 +503,14 @@ class Store:
     def update_job(self, id: str, **fields: Any) -> bool:
         """Change some fields of a scheduled job; False when there is no such job."""
         return ScheduledJob.update(**fields).where(ScheduledJob.id == id).execute(self.db) == 1
+
+    @_guarded
+    def update_job_run_status(self, id: str, workflow_id: str, status: str) -> bool:
+        """Record the status of a job's run, unless the job has started a newer run since."""
+        query = ScheduledJob.update(last_run_status=status).where(
+            (ScheduledJob.id == id) & (ScheduledJob.last_workflow_id == workflow_id)
+        )
+        return query.execute(self.db) == 1
 
     @_guarded
     def delete_job(self, id: str) -> bool:

@@ -1,0 +1,50 @@
+"""What several CLI commands share: loading settings, opening the configured store, parsing `--param`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from opcode_core.errors import ConfigError, OpcodeError
+from opcode_core.settings import Settings, load_settings
+from opcode_core.store.store import Store
+
+
+def cli_settings() -> Settings:
+    """The settings of this home, or a ClickException naming the invalid one."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[Store]:
+    """The configured database, opened (and migrated) in this process; SQLite's WAL lets a server share it."""
+    if not settings.db_url:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        store = Store.open(settings.database_url)
+    except OpcodeError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    try:
+        yield store
+    except OpcodeError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    finally:
+        store.close()
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """One `--param key=value`; the value is parsed as JSON when it can be, else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not key=value", param_hint="--param")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
