@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from opcode_core import jobs, service
@@ -270,6 +271,8 @@ def test_cli_jobs_and_a_serving_process_that_recovers_a_missed_one(tmp_path: Pat
             runs = db.execute(query).fetchall()
         assert runs == [(job["last_workflow_id"], "ops", '{"who":"cron"}')]
         assert "due while no server ran, each fired once" in server.log()
+        panel = httpx.get(f"{server.base_url}/scheduler", timeout=10).text
+        assert f'<a href="/workflows/{job["last_workflow_id"]}">' in panel
     finally:
         stop_server(server.process)
     removed = opcode(tmp_path, "schedule", "remove", job_id)
