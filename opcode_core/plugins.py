@@ -151,10 +151,29 @@ def build_plugin_manager(
         pm.register(plugin, name=name)
         infos[name] = PluginInfo(name=name, value=repr(plugin), distribution=None, version=None, builtin=False,
                                  status="loaded", hooks=sorted(h.name for h in pm.get_hookcallers(plugin) or []))
-    pm.check_pending()
+    _drop_unknown_hooks(pm, infos)
     configured = set(settings.plugins.deny) | set(settings.plugins.settings) | set(settings.plugins.allow or [])
     configured |= set(settings.plugins.load_third_party or [])
     report = PluginReport(plugins=infos, unknown_names=sorted(configured - set(infos)))
     loaded = [n for n, i in infos.items() if i.status == "loaded"]
     log.info("plugins configured: %s / loaded: %s", sorted(enabled), loaded)
     return pm, report
+
+
+def _drop_unknown_hooks(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    """Fail and unregister each plugin that implements a hook opcode does not define."""
+    # pluggy's check_pending, per plugin: a typo in one plugin's hook name must not stop every other plugin.
+    known = sorted(name for name in vars(pm.hook) if not name.startswith("_") and getattr(pm.hook, name).has_spec())
+    for name in list(vars(pm.hook)):
+        caller = getattr(pm.hook, name)
+        if name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook or pm.get_name(impl.plugin) is None:
+                continue
+            plugin_name = pm.get_name(impl.plugin)
+            info = infos[plugin_name]
+            info.status, info.hooks = "failed", []
+            info.error = f"unknown hook {name!r}; opcode's hooks are: {', '.join(known)}"
+            log.error("plugin %s failed to load: %s", plugin_name, info.error)
+            pm.unregister(impl.plugin)

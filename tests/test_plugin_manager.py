@@ -36,6 +36,14 @@ def opcode_register_actions():
     return [ActionSpec("acme.echo", "Same name, other plugin.", {"type": "object"}, echo)]
 """
 
+TYPO = """
+from opcode_core import ActionSpec, hookimpl
+
+@hookimpl
+def opcode_register_action(settings):
+    return []
+"""
+
 BROKEN = "raise ImportError('acme_broken needs a library that is not installed')\n"
 
 
@@ -126,6 +134,20 @@ def test_broken_plugin_is_reported_and_the_rest_load(tmp_path: Path) -> None:
     assert "ImportError" in out["acme_broken"]["error"] and "not installed" in out["acme_broken"]["error"]
     assert out["acme_good"]["status"] == "loaded"
     assert all(out[name]["status"] == "loaded" for name in BUILTINS)
+
+
+def test_a_misspelt_hook_fails_only_its_plugin(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    make_dist(site, "acme_typo", TYPO)
+    make_dist(site, "acme_good", GOOD)
+    out = rows(plugins_json(tmp_path, site))
+    assert out["acme_typo"]["status"] == "failed"
+    assert out["acme_typo"]["error"].startswith("unknown hook 'opcode_register_action'; opcode's hooks are: ")
+    assert "opcode_register_actions" in out["acme_typo"]["error"]
+    assert out["acme_good"]["status"] == "loaded"
+    hello = Path(__file__).parent.parent / "examples" / "hello.json"
+    ran = run_opcode(tmp_path, site, "run", str(hello), "-q", "-p", "who=x")
+    assert ran.returncode == 0, ran.stderr
 
 
 def test_duplicate_action_is_reported_and_serve_refuses(tmp_path: Path) -> None:
