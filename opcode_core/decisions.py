@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,6 @@ class DecisionBook:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     async def request(
         self,
@@ -73,23 +71,15 @@ class DecisionBook:
             )
             await run.emit("decision_requested", ctx.step_id, {k: v for k, v in decision_view(decision).items()
                                                                  if k != "status"})
+        timer = f"decision:{decision['id']}"
         if decision.get("timeout_at"):
-            self._arm_timer(run, decision)
+            deadline = datetime.fromisoformat(decision["timeout_at"]).timestamp()
+            rt.timers.at(timer, deadline, lambda: self._expire(run, decision))
         try:
             return await run.suspend(ctx.step_id, "decision", None,
                                      {"waiting_for": "decision", "decision_id": decision["id"]})
         finally:
-            timer = self._timers.pop(decision["id"], None)
-            if timer is not None:
-                timer.cancel()
-
-    def _arm_timer(self, run: Any, decision: dict[str, Any]) -> None:
-        deadline = datetime.fromisoformat(decision["timeout_at"].replace("Z", "+00:00"))
-        delay = max(0.0, (deadline - datetime.now(UTC)).total_seconds())
-        loop = asyncio.get_running_loop()
-        self._timers[decision["id"]] = loop.call_later(
-            delay, lambda: asyncio.ensure_future(self._expire(run, decision))
-        )
+            rt.timers.cancel(timer)
 
     async def _expire(self, run: Any, decision: dict[str, Any]) -> None:
         """The deadline passed: choose the fallback, or fail the step with TIMEOUT_ERROR."""

@@ -21,6 +21,7 @@ from opcode_core.run_services import RunServicesImpl
 from opcode_core.settings import Settings
 from opcode_core.store.store import Store
 from opcode_core.store.writer import DbRunner, EventWriter
+from opcode_core.timers import TimerService
 from opcode_core.vault import Vault, no_vault
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class Runtime:
         self.decisions = DecisionBook(self)
         self.breakers = CircuitBreakers(settings.breaker_threshold, settings.breaker_reset_s)
         self.pool = asyncio.Semaphore(settings.pool_size)
+        # Every deadline of this process: decision timeouts, cron wake-ups.
+        self.timers = TimerService()
         self.runs: dict[str, WorkflowRun] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._observers: list[Observer] = []
@@ -108,10 +111,12 @@ class Runtime:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                timers = group.create_task(self.timers.run(), name="opcode-timers")
                 try:
                     yield self
                 finally:
                     self._group = None
+                    timers.cancel()
                     for task in self.tasks.values():
                         task.cancel()
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ RUN_STATUS = {
     "workflow_cancelled": "cancelled",
 }
 TERMINAL = ("completed", "failed", "cancelled")
+TIMER = "scheduler"
 
 
 def system_clock() -> datetime:
@@ -73,6 +75,7 @@ class Scheduler:
 
     async def stop(self) -> None:
         """Stop firing jobs (runs already started go on); safe to call twice."""
+        self.rt.timers.cancel(TIMER)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -176,8 +179,9 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), await self._seconds_to_next())
+            # The runtime's timer service wakes the scheduler at the next due time, or to look for new jobs.
+            self.rt.timers.at(TIMER, time.time() + await self._seconds_to_next(), self.wake)
+            await self._wake.wait()
             self._wake.clear()
             try:
                 await self.tick()

@@ -300,3 +300,29 @@ def test_the_scheduler_doc_examples_work(tmp_path: Path) -> None:
             job_id = done.stdout.strip()
     listed = json.loads(done.stdout)
     assert [job["id"] for job in listed] == ["trigger:nightly-digest:0", "trigger:nightly-digest:1"]
+
+
+async def test_the_runtime_timer_service_wakes_the_scheduler_when_a_job_comes_due(runtime) -> None:
+    await define(runtime)
+    job = await add_job(runtime)
+    await runtime.db(runtime.store.update_job, job["id"], next_run_at=at("2099-01-01T00:00:00+00:00"))
+    sched = Scheduler(runtime)  # the real clock
+    assert await sched.start() == []
+    try:
+        due = datetime.fromtimestamp(time.time() + 0.5, UTC)
+        await runtime.db(runtime.store.update_job, job["id"], next_run_at=due.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        sched.wake()  # as the panel does after changing a job
+        for _ in range(100):
+            if runtime.timers.armed().get("scheduler", 0) >= due.timestamp() - 0.01:
+                break
+            await asyncio.sleep(0.01)
+        assert abs(runtime.timers.armed()["scheduler"] - due.timestamp()) < 0.05
+        for _ in range(60):
+            if await runs_of(runtime, "nightly"):
+                break
+            await asyncio.sleep(0.05)
+        (run,) = await runs_of(runtime, "nightly")
+        assert run["created_at"] >= due.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    finally:
+        await sched.stop()
+    assert "scheduler" not in runtime.timers.armed()
