@@ -23,23 +23,21 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from packaging.requirements import Requirement
 
 import opcode_core
 from tests.conftest import free_port, opcode_env, stop_server, write_settings
+from tests.mcp_client import call, call_error, streamable_session
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "cookiecutter-action"
@@ -234,32 +232,6 @@ def serve(venv: PluginVenv, home: Path) -> Iterator[str]:
         stop_server(process)
 
 
-@asynccontextmanager
-async def connect(base_url: str) -> AsyncIterator[ClientSession]:
-    """An initialized MCP client session over Streamable HTTP."""
-    async with (
-        httpx2.AsyncClient() as http,
-        streamable_http_client(f"{base_url}/mcp", http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
-
-
-async def call(session: ClientSession, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    """A tool call that must succeed; its structured content."""
-    result = await session.call_tool(tool, args)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
-
-
-async def call_error(session: ClientSession, tool: str, args: dict[str, Any]) -> str:
-    """A tool call that must fail with a tool error; its text."""
-    result = await session.call_tool(tool, args)
-    assert result.is_error, result.structured_content
-    return result.content[0].text
-
-
 WORKFLOW = {
     "steps": [
         {"id": "shout", "action": ECHO, "params": {"text": "${{inputs.word}}", "uppercase": True, "times": 2}},
@@ -275,7 +247,7 @@ async def test_an_agent_finds_and_runs_the_action_until_the_admin_denies_it(plug
     home = tmp_path / "home"
     write_settings(home, {"plugins": {"settings": {PLUGIN: {"prefix": "> "}}}})
     with serve(plugin_venv, home) as base:
-        async with connect(base) as session:
+        async with streamable_session(f"{base}/mcp") as session:
             listed = (await call(session, "opcode.query", {"resource": "actions", "filter": {"plugin": PLUGIN}}))
             assert [a["name"] for a in listed["actions"]] == [ECHO]
             assert listed["actions"][0]["params_schema"]["required"] == ["text"]
@@ -293,7 +265,7 @@ async def test_an_agent_finds_and_runs_the_action_until_the_admin_denies_it(plug
     # The admin denies the plugin and restarts: same home, same stored template.
     write_settings(home, {"plugins": {"deny": [PLUGIN]}})
     with serve(plugin_venv, home) as base:
-        async with connect(base) as session:
+        async with streamable_session(f"{base}/mcp") as session:
             everything = await call(session, "opcode.query", {"resource": "actions"})
             names = {a["name"] for a in everything["actions"]}
             assert ECHO not in names and "workflow.log" in names

@@ -13,6 +13,8 @@ from mcp import ClientSession, MCPError
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.mcp_client import call, call_error, streamable_session
+
 pytestmark = pytest.mark.slow
 
 FOUR_STEPS = {
@@ -48,30 +50,8 @@ async def connect(server: Any, transport: str) -> AsyncIterator[ClientSession]:
             await session.initialize()
             yield session
     else:
-        async with (
-            httpx2.AsyncClient() as http,
-            streamable_http_client(server.mcp_url, http_client=http) as (
-                read,
-                write,
-            ),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
+        async with streamable_session(server.mcp_url) as session:
             yield session
-
-
-async def call(session: ClientSession, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Call a tool that must succeed and return its structured content."""
-    result = await session.call_tool(tool, args)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
-
-
-async def call_error(session: ClientSession, tool: str, args: dict[str, Any]) -> str:
-    """Call a tool that must fail with a tool error and return its text."""
-    result = await session.call_tool(tool, args)
-    assert result.is_error, result.structured_content
-    return result.content[0].text
 
 
 @pytest.mark.parametrize("transport", ["sse", "streamable_http"])

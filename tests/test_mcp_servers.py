@@ -28,6 +28,7 @@ from opcode_plugins.mcp_servers import check_settings, parse_servers, tool_outpu
 from opcode_plugins.mcp_servers_client import ServerConfig, ServerConnection
 from opcode_server.process import pid_alive
 from tests.conftest import OPCODE, free_port, opcode_env, run_definition, start_server, stop_server, write_settings
+from tests.mcp_client import call, streamable_session
 
 # The external server of these tests: the official SDK's MCPServer over stdio (or Streamable HTTP with a port).
 CALC_SERVER = r'''
@@ -160,13 +161,6 @@ def states(rt: Runtime) -> dict[str, Any]:
 # --- end to end: a real `opcode serve` and the official MCP client -------------------------------------------
 
 
-async def mcp_call(session: Any, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Call an opcode tool that must succeed."""
-    result = await session.call_tool(tool, args)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
-
-
 def health_state(base_url: str) -> dict[str, Any]:
     """The external servers' states in /health."""
     return httpx.get(f"{base_url}/health", timeout=5).json()["plugins"]["state"]["mcp_servers"]
@@ -174,10 +168,6 @@ def health_state(base_url: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 async def test_a_stdio_server_s_tools_are_actions_that_survive_its_crash(tmp_path: Path) -> None:
-    import httpx2
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
-
     home, pidfile = tmp_path / "home", tmp_path / "calc.pids"
     server_path = script(tmp_path, "calc_server.py", CALC_SERVER)
     # A long restart delay keeps the "down" window wide enough to run a workflow in it.
@@ -188,14 +178,9 @@ async def test_a_stdio_server_s_tools_are_actions_that_survive_its_crash(tmp_pat
     }}}})
     proc = start_server(home)
     try:
-        async with (
-            httpx2.AsyncClient() as http,
-            streamable_http_client(proc.mcp_url, http_client=http) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
+        async with streamable_session(proc.mcp_url) as session:
             query = {"resource": "actions", "filter": {"plugin": "mcp_servers"}}
-            listed = await mcp_call(session, "opcode.query", query)
+            listed = await call(session, "opcode.query", query)
             actions = {a["name"]: a for a in listed["actions"]}
             assert set(actions) == {"calc.add", "calc.echo", "calc.fail", "calc.hash"}
             assert actions["calc.add"]["params_schema"]["required"] == ["a", "b"]
@@ -207,10 +192,10 @@ async def test_a_stdio_server_s_tools_are_actions_that_survive_its_crash(tmp_pat
             assert state["broken"]["state"] in ("down", "starting")
             assert "no-such-server" in (state["broken"]["error"] or "")
 
-            await mcp_call(session, "opcode.define", {"name": "calc", "definition": ADD_THEN_ECHO, "agent_id": "t"})
+            await call(session, "opcode.define", {"name": "calc", "definition": ADD_THEN_ECHO, "agent_id": "t"})
 
             async def run() -> dict[str, Any]:
-                return await mcp_call(session, "opcode.run", {"template_name": "calc", "agent_id": "t",
+                return await call(session, "opcode.run", {"template_name": "calc", "agent_id": "t",
                                                               "params": {"a": 40}})
 
             first = await run()

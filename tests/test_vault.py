@@ -10,14 +10,11 @@ import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from opcode_core.errors import NOT_FOUND, VAULT_ERROR, OpcodeError
 from opcode_core.logs import JsonFormatter
@@ -27,6 +24,7 @@ from opcode_core.settings import load_settings
 from opcode_core.store.store import Store
 from opcode_core.vault import KDF_ITERATIONS, META_NAME, WRONG_KEY, Vault, list_secrets
 from tests.conftest import OPCODE, free_port, opcode_env, run_definition, start_server, stop_server
+from tests.mcp_client import call, streamable_session
 from tests.test_store import postgres_schema
 
 KEY = "correct horse battery staple"
@@ -386,26 +384,6 @@ class RecordingTransport(httpx2.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-@asynccontextmanager
-async def recorded_session(server: Any, sink: bytearray, received: list[Any]) -> AsyncIterator[ClientSession]:
-    async def on_message(message: Any) -> None:
-        received.append(message)
-
-    async with (
-        httpx2.AsyncClient(transport=RecordingTransport(sink)) as http,
-        streamable_http_client(server.mcp_url, http_client=http) as (read, write),
-        ClientSession(read, write, message_handler=on_message) as session,
-    ):
-        await session.initialize()
-        yield session
-
-
-async def answer(session: ClientSession, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await session.call_tool(tool, args)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
-
-
 LEAKY = {
     "steps": [
         # The step gets the secret in its environment and echoes it: stdout, a hash and the length.
@@ -435,25 +413,30 @@ async def test_a_secret_used_by_a_run_appears_nowhere(tmp_path: Path) -> None:
     assert opcode(home, "secrets", "set", "API_TOKEN", value, OPCODE_VAULT_KEY=KEY).returncode == 0
     server = start_server(home, OPCODE_VAULT_KEY=KEY)
     wire, received = bytearray(), []
+
+    async def on_message(message: Any) -> None:
+        received.append(message)
+
     try:
-        async with recorded_session(server, wire, received) as session:
-            await answer(session, "opcode.define", {"name": "leaky", "definition": LEAKY, "agent_id": "spy"})
-            run = await answer(session, "opcode.run", {"template_name": "leaky", "agent_id": "spy"})
+        recording = RecordingTransport(wire)
+        async with streamable_session(server.mcp_url, transport=recording, message_handler=on_message) as session:
+            await call(session, "opcode.define", {"name": "leaky", "definition": LEAKY, "agent_id": "spy"})
+            run = await call(session, "opcode.run", {"template_name": "leaky", "agent_id": "spy"})
             assert run["status"] == "completed", run
             echoed = run["steps"]["echo"]["output"]["stdout_raw"]
             # The step really received the value: its hash and length, computed in the shell, match.
             assert echoed == f"***\n{hashlib.sha256(value.encode()).hexdigest()}  -\nlen={len(value)}\n"
             assert run["output"] == {"echoed": echoed, "direct": "***"}
             assert run["steps"]["fail"]["error"]["code"] and "denied for ***" in json.dumps(run["steps"]["fail"])
-            status = await answer(session, "opcode.status", {"workflow_id": run["workflow_id"]})
+            status = await call(session, "opcode.status", {"workflow_id": run["workflow_id"]})
             assert status["context"] == {"token": "***"}
             assert status["steps"]["echo"]["output"]["stdout_raw"] == echoed
-            events = await answer(session, "opcode.query", {"resource": "events",
+            events = await call(session, "opcode.query", {"resource": "events",
                                                             "filter": {"workflow_id": run["workflow_id"]}})
             completed = [e for e in events["events"] if e["event_type"] == "step_completed" and e["step_id"] == "echo"]
             assert completed[0]["payload"]["output"]["stdout_raw"] == echoed
             assert completed[0]["payload"]["input"]["env"] == {"T": "***"}  # the step's input, as stored
-            await answer(session, "opcode.query", {"resource": "workflows", "filter": {"agent_id": "spy"}})
+            await call(session, "opcode.query", {"resource": "workflows", "filter": {"agent_id": "spy"}})
             await session.call_tool("opcode.diagram", {"workflow_id": run["workflow_id"], "format": "mermaid"})
         notes = [m for m in received if "token ***" in repr(m)]
         assert notes, received  # the notification arrived, redacted
@@ -475,14 +458,14 @@ async def test_without_a_key_the_run_fails_and_the_server_keeps_answering(tmp_pa
     server = start_server(tmp_path / "home")
     wire: bytearray = bytearray()
     try:
-        async with recorded_session(server, wire, []) as session:
-            await answer(session, "opcode.define", {"name": "leaky", "definition": LEAKY, "agent_id": "a"})
-            run = await answer(session, "opcode.run", {"template_name": "leaky", "agent_id": "a"})
+        async with streamable_session(server.mcp_url, transport=RecordingTransport(wire)) as session:
+            await call(session, "opcode.define", {"name": "leaky", "definition": LEAKY, "agent_id": "a"})
+            run = await call(session, "opcode.run", {"template_name": "leaky", "agent_id": "a"})
             assert run["status"] == "failed"
             assert run["error"]["code"] == VAULT_ERROR and "no vault key" in run["error"]["message"]
             plain = {"steps": [{"id": "ok", "action": "workflow.log", "params": {"message": "fine"}}]}
-            await answer(session, "opcode.define", {"name": "plain", "definition": plain, "agent_id": "a"})
-            assert (await answer(session, "opcode.run", {"template_name": "plain", "agent_id": "a"}))["status"] == (
+            await call(session, "opcode.define", {"name": "plain", "definition": plain, "agent_id": "a"})
+            assert (await call(session, "opcode.run", {"template_name": "plain", "agent_id": "a"}))["status"] == (
                 "completed")
         assert httpx2.get(f"{server.base_url}/health").status_code == 200
     finally:
