@@ -32,12 +32,14 @@ TRIGGERS_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "cron": {"type": "string"},
+                    # The original's names for an entry: a label and `expression` for `cron`.
+                    "expression": {"type": "string"},
+                    "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
                     "params": {"type": "object"},
                     "agent_id": {"type": "string", "minLength": 1},
                     "timezone": {"type": "string"},
                     "enabled": {"type": "boolean"},
                 },
-                "required": ["cron"],
                 "additionalProperties": False,
             },
         },
@@ -159,13 +161,23 @@ def check_triggers(triggers: Any, input_schema: dict[str, Any] | None = None) ->
         problems.append({"path": where, "message": err.message})
     entries = triggers.get("cron") if isinstance(triggers, dict) else None
     params_check = Draft202012Validator(input_schema) if input_schema else None
+    seen: dict[str, int] = {}
     for i, entry in enumerate(entries if isinstance(entries, list) else []):
         if not isinstance(entry, dict):
             continue
         path = f"triggers.cron[{i}]."
-        cron, timezone = entry.get("cron"), entry.get("timezone", "UTC")
+        if "cron" in entry and "expression" in entry:
+            problems.append({"path": f"{path}expression", "message": "give `cron` or `expression`, not both"})
+        elif "cron" not in entry and "expression" not in entry:
+            problems.append({"path": f"{path}cron", "message": "required: a 5-field cron expression"})
+        cron, timezone = entry.get("cron", entry.get("expression")), entry.get("timezone", "UTC")
         if isinstance(cron, str) and isinstance(timezone, str):
             problems += check_schedule(cron, timezone, path)
+        if isinstance(entry.get("name"), str):
+            if entry["name"] in seen:
+                problems.append({"path": f"{path}name",
+                                 "message": f"{entry['name']!r} names triggers.cron[{seen[entry['name']]}] already"})
+            seen.setdefault(entry["name"], i)
         if params_check is not None and isinstance(entry.get("params", {}), dict):
             for err in params_check.iter_errors(entry.get("params", {})):
                 where = json_path(path + "params", err.absolute_path)
@@ -173,9 +185,9 @@ def check_triggers(triggers: Any, input_schema: dict[str, Any] | None = None) ->
     return problems
 
 
-def trigger_job_id(template_name: str, index: int) -> str:
-    """The id of the job that entry `index` of a template's `triggers.cron` owns."""
-    return f"{TRIGGER_ID_PREFIX}{template_name}:{index}"
+def trigger_job_id(template_name: str, entry: dict[str, Any], index: int) -> str:
+    """The id of the job a `triggers.cron` entry owns: by its `name`, else by its place in the list."""
+    return f"{TRIGGER_ID_PREFIX}{template_name}:{entry.get('name', index)}"
 
 
 def sync_triggers(
@@ -186,9 +198,9 @@ def sync_triggers(
     entries = (triggers or {}).get("cron", [])
     ids = []
     for i, entry in enumerate(entries):
-        job_id = trigger_job_id(template_name, i)
+        job_id = trigger_job_id(template_name, entry, i)
         job_agent = entry.get("agent_id", agent_id)
-        cron, timezone = " ".join(entry["cron"].split()), entry.get("timezone", "UTC")
+        cron, timezone = " ".join(entry.get("cron", entry.get("expression", "")).split()), entry.get("timezone", "UTC")
         enabled = entry.get("enabled", True)
         existing = store.get_job(job_id)
         # Redefining a template keeps a job's place in its schedule unless the schedule itself changed.
@@ -204,8 +216,11 @@ def sync_triggers(
         else:
             store.update_job(job_id, **fields)
         ids.append(job_id)
-    prefix = trigger_job_id(template_name, 0)[:-1]
+    # This template's trigger jobs are `trigger:<template>:<label>`, and a label never holds a colon.
+    prefix = f"{TRIGGER_ID_PREFIX}{template_name}:"
     for job in store.list_jobs():
-        if job["id"].startswith(prefix) and job["id"][len(prefix):].isdigit() and job["id"] not in ids:
+        label = job["id"][len(prefix):]
+        if (job["id"].startswith(prefix) and ":" not in label and job["template_name"] == template_name
+                and job["id"] not in ids):
             store.delete_job(job["id"])
     return ids

@@ -211,6 +211,27 @@ async def test_template_triggers_create_update_and_drop_its_jobs(runtime) -> Non
     assert await runtime.db(runtime.store.list_jobs) == []
 
 
+async def test_triggers_written_as_the_original_writes_them(runtime) -> None:
+    # The original's docs name an entry and call its schedule `expression`; a named job keeps its id when
+    # entries are reordered.
+    daily = {"name": "daily-cleanup", "expression": "0 2 * * *", "enabled": True, "params": {"who": "janitor"}}
+    hourly = {"name": "hourly", "cron": "0 * * * *", "params": {"who": "clock"}}
+    answer = await define(runtime, triggers={"cron": [daily, hourly]})
+    assert answer["scheduled_jobs"] == ["trigger:nightly:daily-cleanup", "trigger:nightly:hourly"]
+    job = await runtime.db(runtime.store.get_job, "trigger:nightly:daily-cleanup")
+    assert (job["cron"], job["params"]) == ("0 2 * * *", {"who": "janitor"})
+    answer = await define(runtime, triggers={"cron": [hourly, daily]})
+    assert sorted(answer["scheduled_jobs"]) == ["trigger:nightly:daily-cleanup", "trigger:nightly:hourly"]
+    assert len(await runtime.db(runtime.store.list_jobs)) == 2
+    with pytest.raises(ValidationError) as caught:
+        await define(runtime, triggers={"cron": [daily, {**daily, "cron": "0 3 * * *"}, {"params": {"who": "x"}}]})
+    assert {p["path"]: p["message"] for p in caught.value.problems} == {
+        "triggers.cron[1].expression": "give `cron` or `expression`, not both",
+        "triggers.cron[1].name": "'daily-cleanup' names triggers.cron[0] already",
+        "triggers.cron[2].cron": "required: a 5-field cron expression",
+    }
+
+
 @pytest.mark.parametrize("validate_only", [False, True])
 async def test_bad_triggers_are_refused_with_each_problem_and_its_path(runtime, validate_only: bool) -> None:
     triggers = {"cron": [{"cron": "0 3 * * *"},
