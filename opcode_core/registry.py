@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pluggy
 from jsonschema import Draft202012Validator
 
@@ -14,6 +15,19 @@ from opcode_core.errors import ACTION_UNAVAILABLE, ConfigError, OpcodeError, Val
 from opcode_core.plugins import PluginReport
 from opcode_core.settings import Settings
 from opcode_core.specs import ActionSpec, ExpressionEngineSpec, StepTypeSpec
+
+# Bounds of the accepted-params cache: entries per action, and the size of params worth remembering.
+ACCEPTED_PER_ACTION = 1024
+ACCEPTED_MAX_BYTES = 4096
+
+
+def _canonical(params: Any) -> bytes | None:
+    """Params as canonical JSON (equal bytes: equal JSON, so equal validity); None when not cacheable."""
+    try:
+        key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not plain JSON (a Decimal, a non-string key): always validated
+        return None
+    return key if len(key) <= ACCEPTED_MAX_BYTES else None
 
 
 class DuplicateNameError(ConfigError):
@@ -33,7 +47,9 @@ class Registry:
         self.step_types = step_types
         self.engines = engines if engines is not None else {}
         self.duplicates: list[str] = []
-        self._validators: dict[str, Draft202012Validator] = {}
+        # Per action: the spec it was built for, its validator, and the params it accepted by their canonical
+        # JSON. A workflow run again and again passes the same params; validating costs 20-100 µs each time.
+        self._validators: dict[str, tuple[ActionSpec, Draft202012Validator, set[bytes]]] = {}
         self._evaluator: ExpressionEvaluator | None = None
 
     @property
@@ -126,9 +142,13 @@ class Registry:
 
     def validate_params(self, spec: ActionSpec, params: Any, *, path: str = "params") -> None:
         """Check params against the action's JSON Schema; every problem is listed with its path."""
-        validator = self._validators.get(spec.name)
-        if validator is None:
-            validator = self._validators[spec.name] = Draft202012Validator(spec.params_schema)
+        cached = self._validators.get(spec.name)
+        if cached is None or cached[0] is not spec:
+            cached = self._validators[spec.name] = (spec, Draft202012Validator(spec.params_schema), set())
+        _, validator, accepted = cached
+        key = _canonical(params)
+        if key is not None and key in accepted:
+            return
         problems = [
             {"path": _join_path(path, err.absolute_path), "message": err.message}
             for err in sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
@@ -136,6 +156,10 @@ class Registry:
         if problems:
             summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
             raise ValidationError(f"invalid params for {spec.name}: {summary}", problems)
+        if key is not None:
+            if len(accepted) >= ACCEPTED_PER_ACTION:
+                accepted.clear()
+            accepted.add(key)
 
     def describe_actions(self, name: str | None = None, plugin: str | None = None) -> list[dict[str, Any]]:
         """Actions with description and params schema, for agents writing workflows."""

@@ -597,3 +597,70 @@ def test_rust_cel_refuses_quadratic_list_building_over_a_large_list() -> None:
     assert info.value.code == "EXECUTION_ERROR" and "jq" in info.value.message and "101 items" in info.value.message
     # exists() does not build a list: no cap
     assert engine.evaluate(engine.compile("inputs.xs.exists(x, x == 100)"), {"inputs": {"xs": list(range(101))}})
+
+
+# --- Flattened programs: the same answers as the expression as written. ---
+
+
+def test_flatten_reads_each_scope_path_into_a_variable() -> None:
+    source = "steps['s7'].status_code == 200 && inputs.env == 'prod' && steps.s7.status_code < 300"
+    flat, paths = cel.flatten(source) or ("", [])
+    assert flat == "opcode__p0 == 200 && opcode__p1 == 'prod' && opcode__p0 < 300"
+    assert paths == [("opcode__p0", "steps", ("s7", "status_code")), ("opcode__p1", "inputs", ("env",))]
+    # Method calls, optional selections and non-string indexes end a path; the rest stays as written.
+    assert cel.flatten("steps['l'].items.size() > 0 && steps.l.items[0] == 1") == (
+        "opcode__p0.size() > 0 && opcode__p0[0] == 1", [("opcode__p0", "steps", ("l", "items"))])
+    assert cel.flatten("steps.a.?b == 1")[0] == "opcode__p0.?b == 1"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("source", [
+    "has(steps.a.b)",  # has() needs the selection itself
+    "[1, 2].exists(inputs, inputs > 1) && steps.a.b == 1",  # a macro variable shadows a scope name
+    "size(steps) > 0",  # nothing selected: nothing to flatten
+    "opcode__p0 == 1 || inputs.x == 1",  # the prefix is taken
+])
+def test_flatten_leaves_alone_what_it_cannot_rewrite_safely(source: str) -> None:
+    assert cel.flatten(source) is None
+
+
+FLAT_CASES = [
+    ("steps['s7'].status_code == 200 && inputs.env == 'prod'",
+     {"steps": {"s7": {"status_code": 200}}, "inputs": {"env": "prod"}}),
+    ("steps['s7'].status_code == 200", {"steps": {"s7": {"status_code": 200.0}}}),
+    ("steps['s7'].status_code == 200", {"steps": {"s7": {"status_code": "200"}}}),
+    ("steps.s7.body.items.size() == 3", {"steps": {"s7": {"body": {"items": [1, 2, 3]}}}}),
+    ("false && steps['missing'].x == 1", {"steps": {}}),
+    ("steps['missing'].x == 1 || true", {"steps": {}}),
+    ("steps['missing'].x == 1", {"steps": {}}),
+    ("steps['s7'].body.ok", {"steps": {"s7": {"body": {"ok": 1}}}}),
+    ("!(inputs.n > 3) || inputs.name < 'b'", {"inputs": {"n": 2, "name": "a"}}),
+    ("inputs.n > 3", {"inputs": {"n": None}}),
+    ("inputs.big > 1", {"inputs": {"big": 2**70}}),
+    ("inputs.env == null", {"inputs": {"env": None}}),
+    ("inputs.nested.a == {'b': 1}", {"inputs": {"nested": {"a": {"b": 1}}}}),
+]
+
+
+@pytest.mark.parametrize(("source", "activation"), FLAT_CASES)
+def test_flattened_evaluation_answers_as_the_expression_as_written(
+    cel_engine: ExpressionEngineSpec, source: str, activation: dict[str, Any]
+) -> None:
+    import dataclasses
+
+    compiled = cel_engine.compile(source)
+    assert compiled.flat is not None
+    as_written = dataclasses.replace(compiled, flat=None)
+
+    def outcome(program: Any) -> Any:
+        try:
+            return ("value", cel_engine.evaluate(program, activation))
+        except ExpressionError as exc:
+            return ("error", exc.code, exc.message)
+
+    assert outcome(compiled) == outcome(as_written)
+
+
+def test_list_building_expressions_keep_the_program_as_written() -> None:
+    engine = cel.make_engine("common-expression-language", cap=100)
+    assert engine.compile("inputs.xs.filter(x, x > 1)").flat is None
+    assert engine.compile("inputs.xs.exists(x, x > 1)").flat is not None

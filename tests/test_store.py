@@ -500,3 +500,14 @@ def test_timestamps_are_iso_utc() -> None:
     assert to_iso("2024-05-01T12:00:00+02:00") == "2024-05-01T10:00:00.000000Z"
     assert to_iso("2024-05-01") == "2024-05-01T00:00:00.000000Z"
     assert to_iso("2024-05-01T10:00:00.5Z") > to_iso("2024-05-01T10:00:00Z")
+
+
+def test_step_rows_follow_the_step_state_columns() -> None:
+    from opcode_core.store.eventlog import STEP_COLUMNS, _step_row
+    from opcode_core.store.projection import STEP_FIELDS
+
+    state = {field: f"v-{field}" for field in STEP_FIELDS}
+    row = _step_row("wf", state)
+    expected = {c: f'"v-{c}"' if c in ("input", "output", "error") else f"v-{c}" for c in STEP_COLUMNS}
+    expected["workflow_id"] = "wf"
+    assert dict(zip(STEP_COLUMNS, row, strict=True)) == expected

@@ -6,12 +6,14 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from opcode_core.errors import STORE_ERROR, OpcodeError
 from opcode_core.store import DbRunner, Event, EventWriter, Store
+from opcode_core.store.writer import LOOP_AUTOCHECKPOINT_PAGES
 
 try:  # pytest puts tests/ itself on sys.path while it is not a package, the repository root once it is
     import test_store
@@ -237,3 +239,94 @@ async def test_thread_mode_collects_new_events_while_a_batch_is_written(backend:
     finally:
         gate.set()
         await close_rig(rig)
+
+
+async def test_events_nobody_awaits_ride_with_the_next_commit(backend: Backend) -> None:
+    rig = await open_rig(backend, "auto")
+    try:
+        wf = new_workflow(rig.store)
+        started = rig.writer.append(wf, "step_started", step_id="a", payload={"attempt": 1}, awaited=False)
+        done = await rig.writer.append(wf, "step_completed", step_id="a", payload={"output": 1})
+        assert started.done() and (started.result().sequence, done.sequence) == (1, 2)
+        assert rig.writer.stats.batches == 1
+        alone = rig.writer.append(wf, "custom_event", awaited=False)
+        if rig.runner.mode == "inline":  # committed within two turns of the loop, though nobody waits for it
+            for _ in range(2):
+                await asyncio.sleep(0)
+            assert alone.done()
+        assert (await alone).sequence == 3
+        assert rig.store.get_step_states(wf) == rig.store.rebuild_step_states(wf)
+    finally:
+        await close_rig(rig)
+
+
+async def test_a_new_runs_row_is_committed_with_its_first_events(backend: Backend) -> None:
+    from opcode_core.store.store import workflow_row
+
+    rig = await open_rig(backend, "auto")
+    try:
+        rows = [workflow_row(id=f"wf-{i}", name="n", template_name=None, template_version=None,
+                             definition={"steps": []}, agent_id="a", input_params={}) for i in range(2)]
+        rig.writer.add_workflow(rows[0])
+        first = await rig.writer.append("wf-0", "workflow_started", awaited=True)
+        assert first.sequence == 1 and rig.store.get_workflow("wf-0")["status"] == "active"
+        if rig.runner.mode == "inline":
+            assert rig.writer.stats.batches == 1  # the row waited for the run's first event
+        rig.writer.add_workflow(rows[1])
+        await rig.writer.drain()  # a row with no event yet is committed by a drain
+        assert rig.store.get_workflow("wf-1")["status"] == "pending"
+    finally:
+        await close_rig(rig)
+
+
+async def test_sqlite_checkpoints_run_on_their_own_thread(backend: Backend) -> None:
+    if backend.kind != "sqlite":
+        pytest.skip("WAL checkpoints are SQLite's")
+    rig = await open_rig(backend, "auto")
+    checkpointer = rig.runner.checkpointer
+    try:
+        assert checkpointer is not None
+        assert rig.store.db.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == LOOP_AUTOCHECKPOINT_PAGES
+        wf = new_workflow(rig.store)
+        for i in range(checkpointer.every):
+            await rig.writer.append(wf, "custom_event", payload={"i": i})
+        for _ in range(200):
+            if checkpointer.checkpoints:
+                break
+            await asyncio.sleep(0.01)
+        assert checkpointer.checkpoints >= 1
+        assert rig.store.count_events(wf) == checkpointer.every
+    finally:
+        await close_rig(rig)
+    assert not [t for t in threading.enumerate() if t.name == "opcode-wal-checkpoint"]
+    assert backend.fetch("SELECT COUNT(*) FROM events WHERE workflow_id = ?", wf) == [(checkpointer.every,)]
+
+
+async def test_the_wal_stays_bounded_under_steady_writes(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    if backend.kind != "sqlite":
+        pytest.skip("WAL checkpoints are SQLite's")
+    from opcode_core.store import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "LOOP_AUTOCHECKPOINT_PAGES", 50)
+    rig = await open_rig(backend, "auto")
+    try:
+        wf = new_workflow(rig.store)
+        wal = Path(f"{backend.sqlite_path}-wal")
+        largest = 0
+        for i in range(600):  # ~2,000 pages of WAL, were it never restarted
+            await rig.writer.append(wf, "custom_event", payload={"i": i, "pad": "x" * 2000})
+            largest = max(largest, wal.stat().st_size)
+        assert largest < 300 * 4096, largest
+        assert rig.store.count_events(wf) == 600
+    finally:
+        await close_rig(rig)
+
+
+def test_no_checkpoint_thread_without_a_wal_file() -> None:
+    store = Store.open("sqlite:///:memory:")
+    runner = DbRunner.for_store(store)
+    try:
+        assert runner.checkpointer is None
+    finally:
+        runner.close()
+        store.close()

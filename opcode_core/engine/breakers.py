@@ -32,9 +32,9 @@ class CircuitBreakers:
 
     def before_call(self, action: str, transition: Transition) -> None:
         """Refuse with CIRCUIT_OPEN while open; after the interval let exactly one probe through."""
-        breaker = self.breakers.setdefault(action, Breaker())
-        if breaker.state == "closed":
-            return
+        breaker = self.breakers.get(action)
+        if breaker is None or breaker.state == "closed":
+            return  # the path of every call to a healthy action: no allocation
         if breaker.state == "open" and self.clock() - breaker.opened_at >= self.reset_after:
             breaker.state, breaker.probing = "half_open", False
             transition(action, "half_open", {"failures": breaker.failures})
@@ -47,7 +47,9 @@ class CircuitBreakers:
 
     def succeeded(self, action: str, transition: Transition) -> None:
         """A call went through: a half-open breaker closes, failures reset."""
-        breaker = self.breakers.setdefault(action, Breaker())
+        breaker = self.breakers.get(action)
+        if breaker is None or (breaker.state == "closed" and not breaker.failures):
+            return  # nothing to reset
         if breaker.state != "closed":
             transition(action, "closed", {"failures": breaker.failures})
         self.breakers[action] = Breaker()

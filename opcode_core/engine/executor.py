@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,8 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("opcode.executor")
 
+# `EventWriter.append`: (workflow_id, event_type, *, step_id, payload, agent_id, awaited) -> future of the event.
 Emit = Callable[..., "asyncio.Future[Any]"]
 RESTORABLE = ("completed", "skipped")
+NO_RETRY = RetryPolicy()
 
 
 class SkipStep(Exception):
@@ -165,13 +169,14 @@ class WorkflowRun:
         self.scope.secret_lookup = lookup
         self.redactor = redactor
 
-    def emit(self, event_type: str, step_id: str | None = None, payload: dict[str, Any] | None = None):
-        """Append an event; the returned future resolves once it is durable."""
+    def emit(self, event_type: str, step_id: str | None = None, payload: dict[str, Any] | None = None,
+             awaited: bool = True):
+        """Append an event; the returned future resolves once it is durable (`awaited=False`: nobody waits)."""
         if payload and self.redactor:
             # Only the stored (and observed) copy is redacted; the scope keeps the real values for later steps.
             payload = self.redactor.redact(payload)
         return self._emit(self.info.workflow_id, event_type, step_id=step_id, payload=payload or {},
-                          agent_id=self.info.agent_id)
+                          agent_id=self.info.agent_id, awaited=awaited)
 
     @property
     def finished(self) -> bool:
@@ -189,27 +194,32 @@ class WorkflowRun:
         self.started_at = time.time()
         self.fsm.to("active")
         if self.resuming:
-            self.emit("workflow_resumed", payload={"restored_steps": len(self.restored)})
+            self.emit("workflow_resumed", payload={"restored_steps": len(self.restored)}, awaited=False)
         else:
             self.emit("workflow_started", payload={
                 "template_name": self.info.template_name,
                 "template_version": self.info.template_version,
                 "params": dict(self.scope.inputs),
-            })
-        self._main = asyncio.ensure_future(self.run_steps(self.definition.steps, "", self.scope))
-        try:
-            done, _ = await asyncio.wait([self._main], timeout=self.definition.timeout)
-        except asyncio.CancelledError:
-            self._main.cancel()
-            raise
-        if not done:
-            await self._timed_out()
-            return
+            }, awaited=False)
+        if self.definition.timeout is None:
+            failure = await self._run_main_here()
+        else:
+            self._main = asyncio.ensure_future(self.run_steps(self.definition.steps, "", self.scope))
+            try:
+                done, _ = await asyncio.wait([self._main], timeout=self.definition.timeout)
+            except asyncio.CancelledError:
+                self._main.cancel()
+                raise
+            if not done:
+                await self._timed_out()
+                return
+            failure = asyncio.CancelledError() if self._main.cancelled() else self._main.exception()
         if self.cancel_reasons.get(""):
             await self._cancelled(self.cancel_reasons[""])
             return
         try:
-            self._main.result()
+            if failure is not None:
+                raise failure
             self.output = self._final_output()
         except StepFailed as failed:
             await self._fail(failed.error)
@@ -228,6 +238,33 @@ class WorkflowRun:
         await self.emit("workflow_completed", payload={"output": self.output})
         await self._hook(self.definition.on_complete)
 
+    async def _run_main_here(self) -> BaseException | None:
+        """Run the top-level steps in this task (no timeout to watch from outside); return their failure, if any.
+
+        A separate task would cost a Task and three turns of the loop per run, and it would start the first steps
+        a turn after `workflow_started`, too late to share its commit. `cancel()` cancels this task meanwhile.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._main = task
+        try:
+            await self.run_steps(self.definition.steps, "", self.scope)
+        except asyncio.CancelledError:
+            if not self.cancel_reasons.get(""):
+                raise  # the runtime is stopping: not a cancellation of the run
+            task.uncancel()
+        except Exception as exc:
+            return exc
+        finally:
+            self._main = None
+        if self.cancel_reasons.get("") and task.cancelling():
+            # cancel() came from this very task and no await has delivered it yet: take it here, not in what follows.
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                task.uncancel()
+        return None
+
     def cancel(self, reason: str, by: str | None = None) -> None:
         """Stop the run on purpose: running steps are cancelled and end skipped, the run ends cancelled."""
         self.cancel_reasons[""] = reason
@@ -245,7 +282,8 @@ class WorkflowRun:
 
     async def _timed_out(self) -> None:
         mode = self.definition.on_timeout
-        self.emit("workflow_timed_out", payload={"timeout_s": self.definition.timeout, "on_timeout": mode})
+        self.emit("workflow_timed_out", payload={"timeout_s": self.definition.timeout, "on_timeout": mode},
+                  awaited=False)
         if mode == "suspend":
             # Running steps stay unfinished: a `resume` signal re-runs them with a fresh timeout window.
             await self._stop_main(None)
@@ -268,7 +306,7 @@ class WorkflowRun:
                 fsm = self.step_fsms[step.id] = StepFSM(step.id)
                 fsm.to("skipped")
                 self._record(self.scope, step.id, StepResult("skipped"))
-                self.emit("step_skipped", step.id, {"reason": reason})
+                self.emit("step_skipped", step.id, {"reason": reason}, awaited=False)
         self._leave_suspension()
         self.fsm.to("cancelled")
         self.completed_at = time.time()
@@ -329,47 +367,23 @@ class WorkflowRun:
 
     async def run_steps(self, steps: list[StepDef], prefix: str, scope: Scope) -> Any:
         """Run a step list (each step as soon as its depends_on are done); return the last step's output."""
-        by_id = {step.id: step for step in steps}
-        remaining = dict(by_id)
-        done: set[str] = set()
-        running: dict[asyncio.Task[None], str] = {}
-        # Finished tasks arrive here through done-callbacks: one wake-up per completion, however wide the level.
-        finished: asyncio.Queue[asyncio.Task[None]] = asyncio.Queue()
-        failure: BaseException | None = None
+        plan = _StepList(self, steps, prefix, scope)
         try:
-            while remaining or running:
-                if failure is None:
-                    for sid, step in list(remaining.items()):
-                        if not all(dep in done for dep in step.depends_on):
-                            continue
-                        del remaining[sid]
-                        earlier = self.scope.steps.get(prefix + sid)
-                        if earlier is not None and earlier.status in RESTORABLE:
-                            done.add(sid)  # restored from before a suspension or restart, or run as a fallback
-                            continue
-                        task = asyncio.create_task(self.run_step(step, prefix + sid, scope, by_id, prefix))
-                        task.add_done_callback(finished.put_nowait)
-                        running[task] = sid
-                    if not running and remaining and any(
-                        all(dep in done for dep in s.depends_on) for s in remaining.values()
-                    ):
-                        continue
-                if not running:
-                    break
-                task = await finished.get()
-                sid = running.pop(task)
-                exc = task.exception()
-                if exc is None:
-                    done.add(sid)
-                elif failure is None:
-                    failure = exc
+            first = plan.take()
+            plan.spawn()
+            if first is not None:
+                await plan.work(first)  # this task is a worker too: a chain of steps runs without a Task of its own
+            while plan.workers:
+                plan.idle = asyncio.get_running_loop().create_future()
+                await plan.idle
         finally:
-            for task in running:
+            workers = list(plan.workers)
+            for task in workers:
                 task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-        if failure is not None:
-            raise failure
+            if workers:
+                await asyncio.gather(*workers, return_exceptions=True)
+        if plan.failure is not None:
+            raise plan.failure
         last = None
         for step in steps:
             result = scope.steps.get(prefix + step.id)
@@ -380,19 +394,18 @@ class WorkflowRun:
     async def run_step(self, step: StepDef, full_id: str, scope: Scope, siblings: dict[str, StepDef] | None = None,
                        prefix: str = "") -> None:
         """Run one step with its retry policy and on_error strategy; its outcome is durable before this returns."""
-        fsm = self.step_fsms[full_id] = StepFSM(full_id)
-        fsm.to("scheduled")
+        fsm = self.step_fsms[full_id] = StepFSM(full_id, "scheduled")  # pending -> scheduled, always allowed
         ctx = StepRunContext(self, step, full_id, scope)
         if step.condition and not await self._guard_allows(step, fsm, scope, ctx):
             return
         spec = self.registry.step_types.get(step.type)
-        policy = RetryPolicy.from_step(step.retry)
+        policy = RetryPolicy.from_step(step.retry) if step.retry else NO_RETRY
         attempt = self.attempts.get(full_id, 0) + 1
         fsm.to("running")
         started_payload: dict[str, Any] = {"attempt": attempt, "type": step.type, "action": step.action}
         if attempt > 1:
             started_payload["rerun"] = True
-        self.emit("step_started", full_id, started_payload)
+        self.emit("step_started", full_id, started_payload, awaited=False)
         started = time.monotonic()
         retries = 0
         while True:
@@ -428,11 +441,12 @@ class WorkflowRun:
                     delay = policy.delay_before(retries)
                     fsm.to("retrying")
                     self.emit("step_retrying", full_id, {"attempt": attempt, "next_attempt": attempt + 1,
-                                                         "delay_ms": int(delay * 1000), "error": error.to_dict()})
+                                                         "delay_ms": int(delay * 1000), "error": error.to_dict()},
+                              awaited=False)
                     await asyncio.sleep(delay)
                     attempt += 1
                     fsm.to("running")
-                    self.emit("step_retry_attempt", full_id, {"attempt": attempt, "retry": retries})
+                    self.emit("step_retry_attempt", full_id, {"attempt": attempt, "retry": retries}, awaited=False)
                     continue
                 if retries and error.retryable:
                     error = OpcodeError(RETRY_EXHAUSTED, f"failed after {attempt} attempts: {error.message}",
@@ -470,7 +484,7 @@ class WorkflowRun:
             raise StepFailed(error)
         fallback_id = (step.on_error or {}).get("fallback_step")
         self.emit("error_handler_invoked", fsm.step_id, {"strategy": strategy, "error": error.to_dict(),
-                                                          "fallback": fallback_id})
+                                                          "fallback": fallback_id}, awaited=False)
         if strategy == "ignore":
             duration = self.durations[fsm.step_id] = int((time.monotonic() - started) * 1000)
             fsm.to("skipped")
@@ -509,7 +523,7 @@ class WorkflowRun:
         duration = self.durations[fsm.step_id] = int((time.monotonic() - started_at) * 1000)
         if not started:
             fsm.to("running")
-            self.emit("step_started", fsm.step_id, {"attempt": 1, "type": ctx.step.type})
+            self.emit("step_started", fsm.step_id, {"attempt": 1, "type": ctx.step.type}, awaited=False)
         fsm.to("failed")
         self._record(scope, fsm.step_id, StepResult("failed", partial, error.to_dict()))
         payload = {"error": error.to_dict(), "output": partial, "input": ctx.input, "duration_ms": duration}
@@ -530,7 +544,7 @@ class WorkflowRun:
         self.waiters[step_id] = Waiter(step_id, kind, name, future)
         self.step_fsms[step_id].to("suspended")
         self.suspended.add(step_id)
-        self.emit("step_suspended", step_id, payload)
+        self.emit("step_suspended", step_id, payload, awaited=False)
         if self.fsm.status == "active":
             self.fsm.to("suspended")
             await self.emit("workflow_suspended", payload={"step_id": step_id, "reason": kind})
@@ -542,7 +556,7 @@ class WorkflowRun:
         self.step_fsms[step_id].to("running")
         if self.fsm.status == "suspended" and not self.suspended:
             self.fsm.to("active")
-            self.emit("workflow_resumed", payload={"step_id": step_id})
+            self.emit("workflow_resumed", payload={"step_id": step_id}, awaited=False)
         return value
 
     def deliver(self, step_id: str, value: Any) -> bool:
@@ -585,6 +599,87 @@ class WorkflowRun:
         if self.error:
             out["error"] = self.error.to_dict()
         return self.redactor.redact(out) if self.redactor else out
+
+
+class _StepList:
+    """The schedule of one step list: what each step still waits for, what is ready, the workers running it.
+
+    A worker runs a step, then the first step that completion made ready, and starts a worker for each other
+    one: a Task per branch of parallelism rather than per step, and no wake-up of a coordinator per completion.
+    """
+
+    def __init__(self, run: WorkflowRun, steps: list[StepDef], prefix: str, scope: Scope) -> None:
+        self.run = run
+        self.prefix = prefix
+        self.scope = scope
+        self.by_id = {step.id: step for step in steps}
+        self.order = {step.id: i for i, step in enumerate(steps)}
+        self.waiting: dict[str, int] = {}
+        self.dependants: dict[str, list[str]] = {}
+        for step in steps:
+            deps = set(step.depends_on)
+            self.waiting[step.id] = len(deps)
+            for dep in deps:
+                self.dependants.setdefault(dep, []).append(step.id)
+        # Ready steps start in definition order, as they are listed.
+        self.ready = [(self.order[sid], sid) for sid, count in self.waiting.items() if count == 0]
+        heapq.heapify(self.ready)
+        self.workers: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None
+        self.idle: asyncio.Future[None] | None = None
+
+    def release(self, sid: str) -> None:
+        """A step is done: its dependants wait for one step less."""
+        for dependant in self.dependants.get(sid, ()):
+            self.waiting[dependant] -= 1
+            if self.waiting[dependant] == 0:
+                heapq.heappush(self.ready, (self.order[dependant], dependant))
+
+    def take(self) -> str | None:
+        """The next ready step to run, None when there is none or the list has failed."""
+        while self.ready and self.failure is None:
+            _, sid = heapq.heappop(self.ready)
+            earlier = self.run.scope.steps.get(self.prefix + sid)
+            if earlier is not None and earlier.status in RESTORABLE:
+                self.release(sid)  # restored from before a suspension or restart, or run as a fallback
+                continue
+            return sid
+        return None
+
+    def spawn(self) -> None:
+        """Start a worker for every ready step."""
+        while (sid := self.take()) is not None:
+            task = asyncio.create_task(self.work(sid))
+            self.workers.add(task)
+            task.add_done_callback(self._worker_done)
+
+    async def work(self, sid: str) -> None:
+        """Run `sid`, then the steps its completions make ready, until none is left for this worker."""
+        current: str | None = sid
+        try:
+            while current is not None:
+                await self.run.run_step(self.by_id[current], self.prefix + current, self.scope, self.by_id,
+                                        self.prefix)
+                self.release(current)
+                current = self.take()
+                self.spawn()
+        except Exception as exc:
+            if self.failure is None:
+                self.failure = exc
+        finally:
+            # The last worker wakes run_steps itself: its done-callback would cost another turn of the loop.
+            self.workers.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._wake_if_idle()
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self.workers.discard(task)
+        if self.failure is None and task.cancelled():
+            self.failure = asyncio.CancelledError()  # a worker cancelled by someone other than run_steps
+        self._wake_if_idle()
+
+    def _wake_if_idle(self) -> None:
+        if not self.workers and self.idle is not None and not self.idle.done():
+            self.idle.set_result(None)
 
 
 class StepRunContext:
@@ -655,9 +750,14 @@ class StepRunContext:
         breakers = self.run.breakers
         if breakers is not None:
             breakers.before_call(name, self._breaker_event)
+        pool = self.run.pool
         try:
-            async with self.run.pool:
+            # acquire/release rather than `async with`: the context manager's two extra coroutines cost more here.
+            await pool.acquire()
+            try:
                 output = await spec.execute(params, ctx)
+            finally:
+                pool.release()
         except OpcodeError as exc:
             if breakers is not None and exc.retryable:
                 breakers.failed(name, self._breaker_event)
@@ -677,7 +777,7 @@ class StepRunContext:
         await self.run.emit(event_type, self.step_id, payload)
 
     def _breaker_event(self, action: str, state: str, details: dict[str, Any]) -> None:
-        self.run.emit(f"circuit_breaker_{state}", self.step_id, {"action": action, **details})
+        self.run.emit(f"circuit_breaker_{state}", self.step_id, {"action": action, **details}, awaited=False)
 
     def deadline(self, seconds: float) -> float:
         """This step's deadline: the one it recorded before a restart, else now + seconds (epoch seconds)."""
@@ -694,34 +794,43 @@ class StepRunContext:
                                                 fallback=fallback, target_agent=target_agent)
 
 
-def activation(scope: Scope, refs: set[str]) -> dict[str, Any]:
+def activation(scope: Scope, refs: AbstractSet[str]) -> dict[str, Any]:
     """The parts of the scope an expression reads, as plain values (`steps['id']` is the step's output)."""
-    if "$env" in refs:  # the expression reads its whole environment
-        refs = {"inputs", "workflow", "context", "iter", "steps:*"}
+    names, all_steps, step_ids = _reading(refs if isinstance(refs, frozenset) else frozenset(refs))
     out: dict[str, Any] = {}
-    if "inputs" in refs:
+    if "inputs" in names:
         out["inputs"] = dict(scope.inputs)
-    if "workflow" in refs:
+    if "workflow" in names:
         out["workflow"] = dict(scope.workflow)
-    if "context" in refs:
+    if "context" in names:
         out["context"] = dict(scope.context)
-    if "iter" in refs:
+    if "iter" in names:
         out["iter"] = dict(scope.loop) if scope.loop is not None else {}
-    if "steps" in refs or any(r.startswith("steps:") for r in refs):
+    if "steps" in names:
         steps: dict[str, Any] = {}
-        if "steps:*" in refs:
+        if all_steps:
             for prefix in ("", *reversed(scope.prefixes)):
                 for sid, result in scope.steps.items():
                     if sid.startswith(prefix) and result.status == "completed":
                         steps[sid[len(prefix):]] = result.output
-        for ref in refs:
-            if ref.startswith("steps:") and ref != "steps:*":
-                sid = ref[len("steps:"):]
-                found = scope.find_step(sid)
-                if found is not None and found[1] == "":
-                    steps[sid] = scope.steps[found[0]].output
+        for sid in step_ids:
+            found = scope.find_step(sid)
+            if found is not None and found[1] == "":
+                steps[sid] = scope.steps[found[0]].output
         out["steps"] = steps
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _reading(refs: frozenset[str]) -> tuple[frozenset[str], bool, tuple[str, ...]]:
+    """What a set of references reads: top-level names, whether every step, and which step ids."""
+    if "$env" in refs:  # the expression reads its whole environment
+        refs = frozenset({"inputs", "workflow", "context", "iter", "steps:*"})
+    step_ids = tuple(r[len("steps:"):] for r in refs if r.startswith("steps:") and r != "steps:*")
+    names = {r for r in refs if ":" not in r}
+    if "steps:*" in refs or step_ids:
+        names.add("steps")
+    return frozenset(names), "steps:*" in refs, step_ids
 
 
 @functools.cache

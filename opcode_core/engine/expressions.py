@@ -6,12 +6,14 @@ except as the default prefix-less language, which the caller chooses.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from decimal import Decimal
 from typing import Any
 
@@ -21,12 +23,13 @@ from opcode_core.specs import ExpressionEngineSpec
 # What an engine that cannot analyse its expressions is assumed to read: the whole scope.
 ALL_REFERENCES = frozenset({"steps:*", "inputs", "workflow", "context", "iter"})
 
-Activation = Callable[[set[str]], dict[str, Any]] | Mapping[str, Any]
+Activation = Callable[[AbstractSet[str]], dict[str, Any]] | Mapping[str, Any]
 
 # `jq: .x`, `cel: a`: a name glued to its colon, so CEL's `a ? b : c` and map literals never match.
 _PREFIX = re.compile(r"\s*([A-Za-z][A-Za-z0-9_-]*):(.*)", re.DOTALL)
 
 
+@functools.lru_cache(maxsize=4096)
 def split_engine(source: str, default: str = "cel") -> tuple[str, str]:
     """Split `"jq: .x"` into `("jq", ".x")`; without a prefix the whole source is in the default engine."""
     match = _PREFIX.fullmatch(source)
@@ -95,10 +98,11 @@ class _LRU:
 
     def get(self, key: tuple[str, str]) -> Any:
         with self._lock:
-            value = self._items.get(key, _MISSING)
-            if value is not _MISSING:
+            try:
                 self._items.move_to_end(key)
-            return value
+            except KeyError:
+                return _MISSING
+            return self._items[key]
 
     def put(self, key: tuple[str, str], value: Any) -> None:
         with self._lock:
@@ -121,6 +125,10 @@ class ExpressionEvaluator:
         self.engines = engines
         self._compiled = _LRU(cache_size)
         self._references = _LRU(cache_size)
+        # What evaluate() needs, found with one lock-free lookup: (engine spec, compiled form, references). Emptied
+        # when full; entries come back from the two caches above, so this never compiles anything again.
+        self._prepared: dict[tuple[str, str], tuple[ExpressionEngineSpec, Any, frozenset[str]]] = {}
+        self._cache_size = cache_size
 
     def engine(self, name: str) -> ExpressionEngineSpec:
         """The engine called `name`; an unknown name is a VALIDATION_ERROR listing the known ones."""
@@ -161,10 +169,18 @@ class ExpressionEvaluator:
 
     def evaluate(self, engine: str, source: str, activation: Activation) -> Any:
         """Evaluate `source`; a callable activation is given the references and builds only those parts."""
-        compiled = self.compile(engine, source)
-        values = activation(self.references(engine, source)) if callable(activation) else activation
+        prepared = self._prepared.get((engine, source))
+        if prepared is None:
+            compiled = self.compile(engine, source)
+            prepared = (self.engine(engine), compiled, frozenset(self.references(engine, source)))
+            if len(self._prepared) >= self._cache_size:
+                self._prepared.clear()
+            self._prepared[(engine, source)] = prepared
+        spec, compiled, refs = prepared
+        # A callable builds a fresh dict; a mapping given as is is copied, so that no engine can change it.
+        values = activation(refs) if callable(activation) else dict(activation)
         try:
-            return self.engine(engine).evaluate(compiled, dict(values))
+            return spec.evaluate(compiled, values)
         except OpcodeError:
             raise
         except Exception as exc:

@@ -46,6 +46,11 @@ class Scope:
 
     def find_step(self, ref: str) -> tuple[str, str] | None:
         """Split `id.rest` into (full step id, rest): local ids first, then the longest known id."""
+        if "." not in ref and "[" not in ref:  # a bare id (an expression's steps['id']): no shorter id to try
+            for prefix in (*self.prefixes, ""):
+                if prefix + ref in self.steps:
+                    return prefix + ref, ""
+            return None
         cuts = [i for i, ch in enumerate(ref) if ch in ".["] + [len(ref)]
         for prefix in (*self.prefixes, ""):
             for cut in reversed(cuts):
@@ -62,6 +67,8 @@ class Scope:
 
 def interpolate(value: Any, scope: Scope) -> Any:
     """Resolve references in strings, recursively through lists and dicts; secrets in a second pass."""
+    if type(value) is dict and not value:
+        return {}  # the params of many steps: a fresh dict, as the walk would make
     return _walk(value, lambda text: _render_both(text, scope))
 
 

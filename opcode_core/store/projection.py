@@ -21,48 +21,46 @@ def new_step_state(step_id: str) -> dict[str, Any]:
 
 def apply_step_event(state: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
     """Fold one event into a step's state; returns the same object when the event does not concern it."""
-    kind = event.event_type
-    if event.step_id is None:
+    step_id = event.step_id
+    if step_id is None:
         return state
-    payload = event.payload or {}
+    kind = event.event_type
     if kind == "step_started":
+        payload = event.payload or {}
         # A new attempt (or a re-run) starts clean: nothing of the previous attempt is the step's result any more.
-        fresh = new_step_state(event.step_id)
-        fresh.update(
-            status="running",
-            started_at=event.timestamp,
-            attempt=payload.get("attempt", 1),
-            input=payload.get("input"),
-        )
-        return fresh
+        # Built as one literal (the fields of STEP_FIELDS, in order): replay folds every event of a run.
+        return {
+            "step_id": step_id, "status": "running", "input": payload.get("input"), "output": None, "error": None,
+            "attempt": payload.get("attempt", 1), "started_at": event.timestamp, "completed_at": None,
+            "duration_ms": None, "reason": None,
+        }  # fmt: skip
     handler = _STEP_HANDLERS.get(kind)
     if handler is None:
         return state
-    base = dict(state) if state is not None else new_step_state(event.step_id)
-    handler(base, payload, event.timestamp)
+    base = state.copy() if state is not None else new_step_state(step_id)
+    handler(base, event.payload or {}, event.timestamp)
     return base
 
 
 def _completed(state: dict[str, Any], payload: dict[str, Any], ts: str) -> None:
-    _resolved_input(state, payload)
-    state.update(
-        status="completed", output=payload.get("output"), error=None,
-        duration_ms=payload.get("duration_ms"), completed_at=ts,
-    )  # fmt: skip
-
-
-def _failed(state: dict[str, Any], payload: dict[str, Any], ts: str) -> None:
-    _resolved_input(state, payload)
-    state.update(
-        status="failed", error=payload.get("error"), output=payload.get("output"),
-        duration_ms=payload.get("duration_ms"), completed_at=ts,
-    )  # fmt: skip
-
-
-def _resolved_input(state: dict[str, Any], payload: dict[str, Any]) -> None:
     # The executor may only know the interpolated input once the step ran, and then reports it with the outcome.
     if "input" in payload:
         state["input"] = payload["input"]
+    state["status"] = "completed"
+    state["output"] = payload.get("output")
+    state["error"] = None
+    state["duration_ms"] = payload.get("duration_ms")
+    state["completed_at"] = ts
+
+
+def _failed(state: dict[str, Any], payload: dict[str, Any], ts: str) -> None:
+    if "input" in payload:
+        state["input"] = payload["input"]
+    state["status"] = "failed"
+    state["error"] = payload.get("error")
+    state["output"] = payload.get("output")
+    state["duration_ms"] = payload.get("duration_ms")
+    state["completed_at"] = ts
 
 
 def _skipped(state: dict[str, Any], payload: dict[str, Any], ts: str) -> None:

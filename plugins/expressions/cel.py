@@ -32,6 +32,7 @@ import ast
 import base64
 import importlib.machinery
 import importlib.util
+import operator
 import os
 import re
 import sys
@@ -245,11 +246,82 @@ def _key_text(key: Any) -> str:
 
 @dataclass(frozen=True)
 class Compiled:
-    """A compiled CEL program with the scope names it reads."""
+    """A compiled CEL program with the scope names it reads, and its flattened twin when it has one."""
 
     source: str
     program: Any
     names: tuple[str, ...]
+    # The same expression with every scope path it reads (`steps['id'].field`, `inputs.env`) replaced by a
+    # variable of its own: only the values read cross into the engine, where the Rust binding converts each map
+    # of the activation (~10 µs apiece, 40 µs for a guard on one step's output). None when not flattened.
+    flat: Flat | None = None
+    list_building: bool = False
+
+
+@dataclass(frozen=True)
+class Flat:
+    """A flattened program: `paths` are (variable, scope name, keys); `names` are scope names it still reads whole."""
+
+    program: Any
+    paths: tuple[tuple[str, str, tuple[str, ...]], ...]
+    names: tuple[str, ...]
+
+
+_FLAT_VARIABLE = "opcode__p"
+
+
+def flatten(source: str) -> tuple[str, list[tuple[str, str, tuple[str, ...]]]] | None:
+    """`source` with each scope path of field and string-key selections read from a variable, or None.
+
+    A path stops before a method call (`.size()`), an optional selection (`.?`, `[?`), or an index that is not a
+    string literal. Nothing is flattened in an expression that uses `has()` (which needs the selection itself),
+    binds a scope name as a macro variable, or already uses the variables' prefix.
+    """
+    if _FLAT_VARIABLE in source:
+        return None
+    tokens = tokenize(source)
+    texts = [t.text for t in tokens]
+    if any(text == "has" and texts[i + 1:i + 2] == ["("] for i, text in enumerate(texts)):
+        return None
+    bound = {texts[i + 2] for i in range(len(texts) - 3) if texts[i] in MACROS and texts[i + 1] == "("
+             and texts[i + 3] == ","}
+    if bound & set(SCOPE_NAMES):
+        return None
+    spans: list[tuple[int, int, str, tuple[str, ...]]] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        selected = i >= 2 and texts[i - 1] in (".", ".?") and _ends_operand(tokens[i - 2])
+        if token.kind != "ident" or token.text not in SCOPE_NAMES or selected or texts[i + 1:i + 2] == ["("]:
+            i += 1
+            continue
+        keys: list[str] = []
+        j = i + 1
+        while j + 1 < len(tokens):
+            nxt = tokens[j + 1]
+            if texts[j] == "." and nxt.kind == "ident" and not nxt.text.startswith("`") and texts[j + 2:j + 3] != ["("]:
+                keys.append(nxt.text)
+                j += 2
+            elif texts[j] == "[" and nxt.kind == "string" and texts[j + 2:j + 3] == ["]"]:
+                key = string_value(nxt.text)
+                if key is None:
+                    break
+                keys.append(key)
+                j += 3
+            else:
+                break
+        if keys:
+            last = tokens[j - 1]
+            spans.append((token.pos, last.pos + len(last.text), token.text, tuple(keys)))
+        i = j
+    if not spans:
+        return None
+    variables: dict[tuple[str, tuple[str, ...]], str] = {}
+    out = source
+    for start, end, root, keys in reversed(spans):
+        name = variables.setdefault((root, keys), f"{_FLAT_VARIABLE}{len(variables)}")
+        out = out[:start] + name + out[end:]
+    return out, [(name, root, keys) for (root, keys), name in variables.items()]
 
 
 def _offset(source: str, line: int | None, column: int | None) -> int | None:
@@ -429,7 +501,6 @@ def to_celpy(value: Any) -> Any:
 
 def _mixed_number_relations() -> dict[str, Any]:
     """`==`, `!=` and ordering that compare int with double by value, and unlike types as unequal."""
-    import operator
 
     from celpy import celtypes
     from celpy.evaluation import base_functions
@@ -474,11 +545,27 @@ def _largest_list(value: Any, depth: int = 0) -> int:
     return 0
 
 
+def _flat_values(flat: Flat, activation: dict[str, Any]) -> dict[str, Any] | None:
+    """The flattened program's variables read from the activation; None when a path does not resolve."""
+    values: dict[str, Any] = {}
+    for name in flat.names:
+        values[name] = {} if activation.get(name) is None else activation[name]
+    for variable, root, keys in flat.paths:
+        value = activation.get(root)
+        for key in keys:
+            if type(value) is not dict or key not in value:
+                return None
+            value = value[key]
+        values[variable] = value
+    return values
+
+
 def make_engine(implementation: str = DEFAULT_IMPLEMENTATION, cap: int = LIST_BUILDING_CAP) -> ExpressionEngineSpec:
     """The `cel` engine spec backed by the named implementation."""
     if implementation not in IMPLEMENTATIONS:
         raise ConfigError(f"unknown CEL implementation {implementation!r} (known: {', '.join(IMPLEMENTATIONS)})")
     backend: RustCel | PyCel = RustCel() if implementation == "common-expression-language" else PyCel()
+    rust = isinstance(backend, RustCel)
 
     def compile_cel(source: str) -> Compiled:
         program = backend.parse(source)
@@ -486,12 +573,33 @@ def make_engine(implementation: str = DEFAULT_IMPLEMENTATION, cap: int = LIST_BU
         if found.problem is not None:
             message, position = found.problem
             raise ExpressionError(message, expression=source, engine=ENGINE, position=position)
-        return Compiled(source, program, found.names)
+        # The list cap looks at the whole values read, so list-building expressions keep the plain program.
+        list_building = isinstance(backend, RustCel) and _LIST_BUILDING.search(source) is not None
+        flattened = None if list_building else flatten(source)
+        flat = None
+        if flattened is not None:
+            try:
+                flat = Flat(backend.parse(flattened[0]), tuple(flattened[1]), analyse(flattened[0]).names)
+            except ExpressionError:
+                flat = None  # a rewrite the parser refuses: evaluate the expression as written
+        return Compiled(source, program, found.names, flat, list_building)
 
     def evaluate_cel(compiled: Compiled, activation: dict[str, Any]) -> Any:
+        flat = compiled.flat
+        if flat is not None:
+            values = _flat_values(flat, activation)
+            if values is not None:
+                try:
+                    if rust:  # straight to the binding: this is the guard's hot path
+                        return plain(flat.program.execute(values))
+                    return backend.run(flat.program, values, compiled.source)
+                except Exception:
+                    pass  # rare: the program as written reports it, with positions in the source as written
+            # A path that does not resolve (a missing key, a null on the way): the program as written gives the
+            # same error (or the same result, e.g. `false && steps['missing'].x`).
         # Only the names the expression reads are converted; a missing one is an empty map, as upstream.
         values = {name: {} if activation.get(name) is None else activation[name] for name in compiled.names}
-        if isinstance(backend, RustCel) and _LIST_BUILDING.search(compiled.source):
+        if compiled.list_building:
             largest = _largest_list(values)
             if largest > cap:
                 raise ExpressionError(
