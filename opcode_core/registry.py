@@ -11,7 +11,7 @@ import pluggy
 from jsonschema import Draft202012Validator
 
 from opcode_core.engine.expressions import ExpressionEvaluator
-from opcode_core.errors import ACTION_UNAVAILABLE, ConfigError, OpcodeError, ValidationError
+from opcode_core.errors import ACTION_UNAVAILABLE, ConfigError, OpcodeError, ValidationError, json_path
 from opcode_core.plugins import PluginReport
 from opcode_core.settings import Settings
 from opcode_core.specs import ActionSpec, ExpressionEngineSpec, StepTypeSpec
@@ -150,7 +150,7 @@ class Registry:
         if key is not None and key in accepted:
             return
         problems = [
-            {"path": _join_path(path, err.absolute_path), "message": err.message}
+            {"path": json_path(path, err.absolute_path), "message": err.message}
             for err in sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
         ]
         if problems:
@@ -204,10 +204,3 @@ def _check_spec(spec: Any, plugin: str) -> None:
         Draft202012Validator.check_schema(spec.params_schema)
     elif isinstance(spec, StepTypeSpec):
         Draft202012Validator.check_schema(spec.config_schema)
-
-
-def _join_path(prefix: str, parts: Any) -> str:
-    out = prefix
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out

@@ -12,7 +12,7 @@ from opcode_core.engine.dag import find_cycle
 from opcode_core.engine.durations import parse_duration
 from opcode_core.engine.expressions import split_engine
 from opcode_core.engine.interpolation import REFERENCE
-from opcode_core.errors import CYCLE_DETECTED, VALIDATION_ERROR, OpcodeError, ValidationError
+from opcode_core.errors import CYCLE_DETECTED, VALIDATION_ERROR, OpcodeError, ValidationError, json_path
 
 if TYPE_CHECKING:
     from opcode_core.registry import Registry
@@ -172,7 +172,7 @@ def validate_definition(raw: Any, registry: Registry) -> list[dict[str, str]]:
     problems: list[dict[str, str]] = []
     add = _collector(problems)
     for err in _definition_validator.iter_errors(raw):
-        add(_path("definition", err.absolute_path), err.message)
+        add(json_path("definition", err.absolute_path), err.message)
     if problems or not isinstance(raw, dict):
         return problems
     _check_duration(raw.get("timeout"), "definition.timeout", add)
@@ -211,7 +211,7 @@ def _validate_step_list(
         where = path if single else f"{path}[{index}]"
         errors = list(_step_validator.iter_errors(raw))
         for err in errors:
-            add(_path(where, err.absolute_path), err.message)
+            add(json_path(where, err.absolute_path), err.message)
         if errors:
             continue
         step_id = raw["id"]
@@ -258,7 +258,7 @@ def _validate_step(
             add(f"{where}.action", f"unknown action {action!r}")
     config = raw.get("config") or {}
     for err in Draft202012Validator(spec.config_schema).iter_errors(config):
-        add(_path(f"{where}.config", err.absolute_path), err.message)
+        add(json_path(f"{where}.config", err.absolute_path), err.message)
     _check_duration(raw.get("timeout"), f"{where}.timeout", add)
     retry = raw.get("retry") or {}
     for key in ("delay", "max_delay"):
@@ -322,10 +322,3 @@ def _check_duration(value: Any, path: str, add: Any) -> None:
         parse_duration(value)
     except ValueError as exc:
         add(path, str(exc))
-
-
-def _path(prefix: str, parts: Any) -> str:
-    out = prefix
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
