@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from opcode_core.errors import NON_RETRYABLE, NOT_FOUND, OpcodeError
@@ -25,6 +26,16 @@ class RunServicesImpl:
         if run is None:
             raise OpcodeError(NOT_FOUND, f"workflow {self.workflow_id} is not running")
         return run
+
+    async def sleep_until(self, when: float) -> None:
+        """Sleep until epoch time `when`: the runtime's one timer service fires it."""
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        key = f"sleep:{self.workflow_id}:{id(woken)}"
+        self.runtime.timers.at(key, when, lambda: woken.done() or woken.set_result(None))
+        try:
+            await woken
+        finally:
+            self.runtime.timers.cancel(key)
 
     async def emit(self, event_type: str, payload: dict[str, Any]) -> None:
         """Record a `custom_event`."""

@@ -34,6 +34,9 @@ class RunServices(Protocol):
     async def run_child(self, template_name: str, *, version: str | None, params: JSON) -> JSON:
         """Run a template as a child of this run and return its result."""
 
+    async def sleep_until(self, when: float) -> None:
+        """Sleep until epoch time `when` on the runtime's timer service; cancellable like any await."""
+
 
 @dataclass
 class ActionContext:

@@ -57,3 +57,20 @@ async def test_a_failing_callback_does_not_stop_the_others(timers: TimerService,
     await asyncio.sleep(0.1)
     assert fired == ["fine"]
     assert "timer boom failed" in caplog.text
+
+
+async def test_a_wait_step_sleeps_on_the_runtime_timer_service(runtime) -> None:
+    from tests.conftest import run_definition
+
+    started = await run_definition(runtime, {"steps": [{"id": "nap", "type": "wait", "config": {"duration": "400ms"}}]},
+                                   wait=False)
+    wid = started["workflow_id"]
+    for _ in range(100):
+        armed = {k: v for k, v in runtime.timers.armed().items() if k.startswith(f"sleep:{wid}:")}
+        if armed:
+            break
+        await asyncio.sleep(0.01)
+    (until,) = armed.values()
+    assert 0.2 < until - time.time() <= 0.4
+    await asyncio.wait_for(runtime.runs[wid].settled.wait(), 5)
+    assert not any(k.startswith(f"sleep:{wid}:") for k in runtime.timers.armed())

@@ -783,6 +783,10 @@ class StepRunContext:
         """This step's deadline: the one it recorded before a restart, else now + seconds (epoch seconds)."""
         return self.run.deadlines.setdefault(self.step_id, time.time() + seconds)
 
+    async def sleep_until(self, when: float) -> None:
+        """Sleep until epoch time `when` on the runtime's timer service (a cancel or timeout interrupts it)."""
+        await self.run.services.sleep_until(when)
+
     async def wait_for_signal(self, name: str | None) -> dict[str, Any]:
         """Suspend until a signal names this step or `name`; returns `{signal_type, payload}`."""
         return await self.run.suspend(self.step_id, "signal", name, {"waiting_for": "signal", "signal": name})

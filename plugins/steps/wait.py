@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from opcode_core import StepTypeSpec, hookimpl
@@ -32,7 +30,7 @@ async def run_wait(step: StepDef, ctx: Any) -> dict[str, Any]:
         # The deadline is recorded, so a run revived after a restart waits only for what is left.
         until = ctx.deadline(seconds)
         await ctx.emit("wait_started", {"duration": config["duration"], "until": until})
-        await asyncio.sleep(max(0.0, until - time.time()))
+        await ctx.sleep_until(until)
         waited = int(seconds * 1000)
         await ctx.emit("wait_completed", {"waited": waited})
         return {"waited": waited}
