@@ -11,6 +11,7 @@ from opcode_core.decisions import decision_view
 from opcode_core.engine.definition import load_definition
 from opcode_core.errors import NOT_FOUND, OpcodeError
 from opcode_core.runtime import Runtime
+from opcode_core.scheduler import jobs_changed
 from opcode_core.store.projection import new_step_state
 
 # The panel acts as this agent, so what a human does in the browser is recorded like any agent's signal.
@@ -226,7 +227,7 @@ async def get_job(rt: Runtime, job_id: str) -> dict[str, Any]:
 async def save_job(rt: Runtime, *, job_id: str | None, **fields: Any) -> dict[str, Any]:
     """Create a job (no `job_id`) or change one (see `jobs.save_job`), and let the scheduler know."""
     job = await rt.db(jobs.save_job, rt.store, job_id=job_id, **fields)
-    _jobs_changed(rt)
+    jobs_changed(rt)
     return job
 
 
@@ -234,16 +235,11 @@ async def toggle_job(rt: Runtime, job_id: str) -> dict[str, Any]:
     """Enable a disabled job (its next run counted from now) or disable an enabled one."""
     job = await get_job(rt, job_id)
     job = await rt.db(jobs.set_enabled, rt.store, job_id, not job["enabled"])
-    _jobs_changed(rt)
+    jobs_changed(rt)
     return job
 
 
 async def delete_job(rt: Runtime, job_id: str) -> None:
     """Delete a scheduled job; NOT_FOUND when there is none."""
     await rt.db(jobs.delete_job, rt.store, job_id)
-    _jobs_changed(rt)
-
-
-def _jobs_changed(rt: Runtime) -> None:
-    if rt.scheduler is not None:
-        rt.scheduler.wake()
+    jobs_changed(rt)

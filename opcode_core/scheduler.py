@@ -39,6 +39,12 @@ TERMINAL = ("completed", "failed", "cancelled")
 TIMER = "scheduler"
 
 
+def jobs_changed(rt: Runtime) -> None:
+    """Tell the runtime's scheduler, if it runs one, to look at the jobs again now."""
+    if rt.scheduler is not None:
+        rt.scheduler.wake()
+
+
 def system_clock() -> datetime:
     """Now, in UTC."""
     return datetime.now(UTC)

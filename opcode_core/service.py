@@ -17,6 +17,7 @@ from opcode_core.engine.executor import RunInfo, WorkflowRun
 from opcode_core.engine.interpolation import StepResult
 from opcode_core.errors import NOT_FOUND, VALIDATION_ERROR, OpcodeError, ValidationError, json_path
 from opcode_core.runtime import Runtime
+from opcode_core.scheduler import jobs_changed
 from opcode_core.store.store import workflow_row
 
 RESOURCES = ("workflows", "events", "templates", "actions")
@@ -63,8 +64,7 @@ async def define_template(
     )
     # The template's cron jobs follow its latest version: created, changed, or dropped with its triggers.
     job_ids = await rt.db(jobs.sync_triggers, rt.store, name, triggers, agent_id)
-    if rt.scheduler is not None:
-        rt.scheduler.wake()
+    jobs_changed(rt)
     answer: dict[str, Any] = {"name": name, "version": version}
     if job_ids:
         answer["scheduled_jobs"] = job_ids

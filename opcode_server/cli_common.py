@@ -30,13 +30,21 @@ def open_store(settings: Settings) -> Iterator[Store]:
     try:
         store = Store.open(settings.database_url)
     except OpcodeError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+        raise click_error(exc) from None
     try:
         yield store
     except OpcodeError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+        raise click_error(exc) from None
     finally:
         store.close()
+
+
+def click_error(exc: OpcodeError) -> click.ClickException:
+    """An opcode error as the CLI prints it: `CODE: message`, or `CODE:` and one line per problem with its path."""
+    problems = getattr(exc, "problems", None)
+    if problems:
+        return click.ClickException("\n".join([f"{exc.code}:"] + [f"  {p['path']}: {p['message']}" for p in problems]))
+    return click.ClickException(f"{exc.code}: {exc.message}")
 
 
 def parse_param(text: str) -> tuple[str, Any]:

@@ -12,17 +12,9 @@ from typing import Any
 import click
 
 from opcode_core import jobs
-from opcode_core.errors import OpcodeError
 from opcode_server.cli_common import cli_settings, open_store, parse_param
 
 COLUMNS = ("id", "template_name", "cron", "timezone", "enabled", "next_run_at", "last_run_at", "last_run_status")
-
-
-def _fail_on(exc: OpcodeError) -> None:
-    problems = getattr(exc, "problems", None)
-    if problems:
-        raise click.ClickException("\n".join([f"{exc.code}:"] + [f"  {p['path']}: {p['message']}" for p in problems]))
-    raise click.ClickException(f"{exc.code}: {exc.message}")
 
 
 @click.group()
@@ -72,11 +64,8 @@ def add_command(template: str, cron: str, params: tuple[str, ...], params_json: 
         raise click.BadParameter(problems[0]["message"], param_hint="--params-json")
     values.update(parse_param(p) for p in params)
     with open_store(cli_settings()) as store:
-        try:
-            job = jobs.save_job(store, job_id=None, template_name=template, cron=cron, agent_id=agent_id,
-                                timezone=timezone, params=values, enabled=not disabled)
-        except OpcodeError as exc:
-            _fail_on(exc)
+        job = jobs.save_job(store, job_id=None, template_name=template, cron=cron, agent_id=agent_id,
+                            timezone=timezone, params=values, enabled=not disabled)
     click.echo(job["id"])
     click.echo(f"next run: {job['next_run_at'] or '- (disabled)'}", err=True)
 
@@ -97,10 +86,7 @@ def disable_command(job_id: str) -> None:
 
 def _set_enabled(job_id: str, enabled: bool) -> None:
     with open_store(cli_settings()) as store:
-        try:
-            job = jobs.set_enabled(store, job_id, enabled)
-        except OpcodeError as exc:
-            _fail_on(exc)
+        job = jobs.set_enabled(store, job_id, enabled)
     state = f"enabled, next run {job['next_run_at']}" if enabled else "disabled"
     click.echo(f"job {job_id} {state}")
 
@@ -110,8 +96,5 @@ def _set_enabled(job_id: str, enabled: bool) -> None:
 def remove_command(job_id: str) -> None:
     """Delete job JOB_ID (a template's trigger job comes back when the template is defined again)."""
     with open_store(cli_settings()) as store:
-        try:
-            jobs.delete_job(store, job_id)
-        except OpcodeError as exc:
-            _fail_on(exc)
+        jobs.delete_job(store, job_id)
     click.echo(f"job {job_id} removed")
