@@ -113,6 +113,17 @@ def json_path(prefix: str, parts: Any) -> str:
     return out
 
 
+def schema_problems(validator: Any, instance: Any, prefix: str) -> list[dict[str, str]]:
+    """Every error a jsonschema validator finds in `instance`, as problems with paths under `prefix`, by path."""
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    return [{"path": json_path(prefix, err.absolute_path), "message": err.message} for err in errors]
+
+
+def summarize(problems: list[dict[str, str]]) -> str:
+    """Problems as one line: `path: message; path: message`."""
+    return "; ".join(f"{p['path']}: {p['message']}" for p in problems)
+
+
 class ExpressionError(OpcodeError):
     """An expression that does not compile or fails to evaluate; names the expression and where."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from croniter import croniter
 from jsonschema import Draft202012Validator
 
-from opcode_core.errors import NOT_FOUND, OpcodeError, ValidationError, json_path
+from opcode_core.errors import NOT_FOUND, OpcodeError, ValidationError, schema_problems, summarize
 from opcode_core.store.store import Store
 from opcode_core.store.times import to_iso
 
@@ -70,7 +70,7 @@ def check_schedule(cron: str, timezone: str, path: str = "") -> list[Problem]:
 
 def _raise(problems: list[Problem]) -> None:
     if problems:
-        raise ValidationError("; ".join(f"{p['path']}: {p['message']}" for p in problems), problems)
+        raise ValidationError(summarize(problems), problems)
 
 
 def parse_params(params: Any) -> tuple[dict[str, Any], list[Problem]]:
@@ -155,10 +155,7 @@ def check_triggers(triggers: Any, input_schema: dict[str, Any] | None = None) ->
     """What is wrong with a template's `triggers`, each problem with its path (e.g. `triggers.cron[0].cron`)."""
     if triggers is None:
         return []
-    problems = []
-    for err in sorted(_TRIGGERS.iter_errors(triggers), key=lambda e: list(map(str, e.absolute_path))):
-        where = json_path("triggers", err.absolute_path)
-        problems.append({"path": where, "message": err.message})
+    problems = schema_problems(_TRIGGERS, triggers, "triggers")
     entries = triggers.get("cron") if isinstance(triggers, dict) else None
     params_check = Draft202012Validator(input_schema) if input_schema else None
     seen: dict[str, int] = {}
@@ -179,9 +176,8 @@ def check_triggers(triggers: Any, input_schema: dict[str, Any] | None = None) ->
                                  "message": f"{entry['name']!r} names triggers.cron[{seen[entry['name']]}] already"})
             seen.setdefault(entry["name"], i)
         if params_check is not None and isinstance(entry.get("params", {}), dict):
-            for err in params_check.iter_errors(entry.get("params", {})):
-                where = json_path(path + "params", err.absolute_path)
-                problems.append({"path": where, "message": f"does not match the input_schema: {err.message}"})
+            problems += [{**p, "message": f"does not match the input_schema: {p['message']}"}
+                         for p in schema_problems(params_check, entry.get("params", {}), path + "params")]
     return problems
 
 

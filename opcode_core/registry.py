@@ -11,7 +11,14 @@ import pluggy
 from jsonschema import Draft202012Validator
 
 from opcode_core.engine.expressions import ExpressionEvaluator
-from opcode_core.errors import ACTION_UNAVAILABLE, ConfigError, OpcodeError, ValidationError, json_path
+from opcode_core.errors import (
+    ACTION_UNAVAILABLE,
+    ConfigError,
+    OpcodeError,
+    ValidationError,
+    schema_problems,
+    summarize,
+)
 from opcode_core.plugins import PluginReport
 from opcode_core.settings import Settings
 from opcode_core.specs import ActionSpec, ExpressionEngineSpec, StepTypeSpec
@@ -149,13 +156,9 @@ class Registry:
         key = _canonical(params)
         if key is not None and key in accepted:
             return
-        problems = [
-            {"path": json_path(path, err.absolute_path), "message": err.message}
-            for err in sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
-        ]
+        problems = schema_problems(validator, params, path)
         if problems:
-            summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
-            raise ValidationError(f"invalid params for {spec.name}: {summary}", problems)
+            raise ValidationError(f"invalid params for {spec.name}: {summarize(problems)}", problems)
         if key is not None:
             if len(accepted) >= ACCEPTED_PER_ACTION:
                 accepted.clear()

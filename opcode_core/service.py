@@ -15,7 +15,7 @@ from opcode_core.decisions import decision_view
 from opcode_core.engine.definition import WorkflowDef, load_definition
 from opcode_core.engine.executor import RunInfo, WorkflowRun
 from opcode_core.engine.interpolation import StepResult
-from opcode_core.errors import NOT_FOUND, VALIDATION_ERROR, OpcodeError, ValidationError, json_path
+from opcode_core.errors import NOT_FOUND, VALIDATION_ERROR, OpcodeError, ValidationError, schema_problems, summarize
 from opcode_core.runtime import Runtime
 from opcode_core.scheduler import jobs_changed
 from opcode_core.store.store import workflow_row
@@ -48,7 +48,7 @@ async def define_template(
     for field_name, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
         _check_schema(field_name, schema)
     if problems := jobs.check_triggers(triggers, input_schema):
-        raise ValidationError("; ".join(f"{p['path']}: {p['message']}" for p in problems), problems)
+        raise ValidationError(summarize(problems), problems)
     if validate_only:
         return {"name": name, "valid": True, "version": None}
     await rt.db(rt.store.ensure_agent, agent_id)
@@ -423,14 +423,10 @@ def _check_schema(field_name: str, schema: Any) -> None:
 
 
 def _validate_against(path: str, schema: dict[str, Any], value: Any) -> None:
-    problems = []
-    for err in Draft202012Validator(schema).iter_errors(value):
-        where = json_path(path, err.absolute_path)
-        problems.append({"path": where, "message": err.message})
+    problems = schema_problems(Draft202012Validator(schema), value, path)
     if problems:
-        summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
         raise OpcodeError(
             VALIDATION_ERROR,
-            f"params do not match the template's input_schema: {summary}",
+            f"params do not match the template's input_schema: {summarize(problems)}",
             details={"problems": problems},
         )

@@ -13,7 +13,7 @@ from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 
 from opcode_core import __version__, service
-from opcode_core.errors import OpcodeError, ValidationError
+from opcode_core.errors import OpcodeError, ValidationError, schema_problems, summarize
 from opcode_core.runtime import Runtime
 from opcode_server.sessions import AgentSessions
 from opcode_server.tool_schemas import INSTRUCTIONS, TOOLS
@@ -43,13 +43,9 @@ _ALIAS_LIST = [tool.model_copy(update={"name": tool.name.replace(".", "_")}) for
 
 def check_arguments(tool: str, arguments: Any) -> dict[str, Any]:
     """Validate tool arguments against the tool's input schema; every problem is listed with its path."""
-    problems = []
-    for err in sorted(_VALIDATORS[tool].iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path))):
-        path = "arguments" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
-        problems.append({"path": path, "message": err.message})
+    problems = schema_problems(_VALIDATORS[tool], arguments, "arguments")
     if problems:
-        summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
-        raise ValidationError(f"invalid arguments for {tool}: {summary}", problems)
+        raise ValidationError(f"invalid arguments for {tool}: {summarize(problems)}", problems)
     return arguments
 
 

@@ -12,7 +12,7 @@ from opcode_core.engine.dag import find_cycle
 from opcode_core.engine.durations import parse_duration
 from opcode_core.engine.expressions import split_engine
 from opcode_core.engine.interpolation import REFERENCE
-from opcode_core.errors import CYCLE_DETECTED, VALIDATION_ERROR, OpcodeError, ValidationError, json_path
+from opcode_core.errors import CYCLE_DETECTED, VALIDATION_ERROR, OpcodeError, ValidationError, json_path, summarize
 
 if TYPE_CHECKING:
     from opcode_core.registry import Registry
@@ -149,7 +149,7 @@ def load_definition(raw: Any, registry: Registry) -> WorkflowDef:
         cycles = [p for p in problems if p.get("code") == CYCLE_DETECTED]
         if cycles and len(cycles) == len(problems):
             raise OpcodeError(CYCLE_DETECTED, cycles[0]["message"], details={"problems": problems})
-        summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems[:10])
+        summary = summarize(problems[:10])
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise ValidationError(f"invalid workflow definition: {summary}{more}", problems)
     timeout = raw.get("timeout")
